@@ -1,0 +1,40 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both set up everything first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install system-deps run test lint typecheck unit e2e clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# containerd, skopeo and docker-registry (registry:2) for the end-to-end tests.
+system-deps:
+	bash .ci/debian-packages.sh containerd skopeo docker-registry
+
+run: install
+	$(BIN)/regfront serve
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest tests --ignore=tests/e2e
+
+e2e: install system-deps
+	$(BIN)/pytest tests/e2e
+
+test: install system-deps lint typecheck
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

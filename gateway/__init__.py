@@ -1,0 +1,1 @@
+"""The regfront gateway: the OCI distribution pull API served from object storage."""

@@ -1,0 +1,147 @@
+"""The ``regfront`` command: ``serve``, ``import``, ``containerd-config``.
+
+Every flag has a ``REGFRONT_*`` environment twin. Configuration mistakes print one line naming
+the file, line and key (or the flag) and exit 1 before anything is served or written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from registry.config import Config, load_config, split_listen
+from registry.errors import ConfigError, RegistryError
+
+logger = logging.getLogger("regfront")
+
+# The validated config travels to uvicorn's worker processes through the environment.
+_RESOLVED_CONFIG_ENV = "REGFRONT_RESOLVED_CONFIG_JSON"
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"regfront: {message}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+@click.version_option(package_name="regfront")
+def main() -> None:
+    """regfront: an OCI pull gateway over object storage, for fleets of Kubernetes nodes."""
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _config_with_overrides(config_file: str | None, storage: tuple[str, ...],
+                           overrides: dict[str, Any]) -> Config:
+    try:
+        config = load_config(config_file)
+        data = config.model_dump()
+        if storage:
+            data["storage"] = [{"url": url} for url in storage]
+        data["gateway"].update({k: v for k, v in overrides.items() if v is not None})
+        return Config.model_validate(data)
+    except ConfigError as exc:
+        _fail(str(exc))
+    except ValueError as exc:  # a flag's value failed validation
+        _fail(f"invalid option: {str(exc).splitlines()[-1].strip()}")
+
+
+@main.command()
+@click.option("--config", "config_file", envvar="REGFRONT_CONFIG", type=click.Path(dir_okay=False),
+              help="YAML config file (storage:, gateway:, ...).")
+@click.option("--storage", multiple=True, envvar="REGFRONT_STORAGE",
+              help="Store URL, nearest first; repeatable. Default ./regfront-data.")
+@click.option("--listen", envvar="REGFRONT_LISTEN", help="HOST:PORT (default 127.0.0.1:5000).")
+@click.option("--workers", type=int, envvar="REGFRONT_WORKERS", help="Worker processes.")
+def serve(config_file: str | None, storage: tuple[str, ...], listen: str | None,
+          workers: int | None) -> None:
+    """Serve the OCI pull API from the configured stores."""
+    import uvicorn
+
+    config = _config_with_overrides(config_file, storage, {"listen": listen, "workers": workers})
+    try:
+        from registry.store import open_store
+
+        for entry in config.storage:
+            open_store(entry.url)  # fail on a bad URL now, not in every worker
+    except ConfigError as exc:
+        _fail(str(exc))
+    host, port = split_listen(config.gateway.listen)
+    os.environ[_RESOLVED_CONFIG_ENV] = config.model_dump_json()
+    logger.info("serving %s on http://%s:%d", ", ".join(s.url for s in config.storage),
+                host, port)
+    logger.info("point containerd at it: regfront containerd-config --gateway http://%s:%d "
+                "--registry docker.io --out /etc/containerd/certs.d", host, port)
+    uvicorn.run("gateway.cli:app_from_environment", factory=True, host=host, port=port,
+                workers=config.gateway.workers, access_log=False, server_header=False,
+                log_level="info", timeout_graceful_shutdown=30)
+
+
+def app_from_environment() -> Any:
+    """uvicorn's factory in each worker: the app for the config ``serve`` validated."""
+    from gateway.app import create_app
+
+    return create_app(Config.model_validate_json(os.environ[_RESOLVED_CONFIG_ENV]))
+
+
+@main.command("import")
+@click.argument("source")
+@click.argument("image")
+@click.option("--storage", required=True, envvar="REGFRONT_STORAGE", help="Target store URL.")
+def import_(source: str, image: str, storage: str) -> None:
+    """Import SOURCE (oci:DIR[:REF]) into the store as IMAGE (NAME:TAG)."""
+    from registry.names import split_image
+    from registry.ocilayout import describe, import_layout
+    from registry.store import open_store
+
+    try:
+        name, tag = split_image(image)
+        if not isinstance(tag, str):
+            raise ConfigError(f"{image}: import needs NAME:TAG, not a digest")
+        store = open_store(storage)
+
+        async def run() -> str:
+            try:
+                return describe(await import_layout(store, source, name, tag))
+            finally:
+                await store.close()
+
+        click.echo(asyncio.run(run()))
+    except ConfigError as exc:
+        _fail(str(exc))
+    except RegistryError as exc:
+        _fail(f"{source}: {exc}")
+
+
+@main.command("containerd-config")
+@click.option("--gateway", required=True, envvar="REGFRONT_GATEWAY",
+              help="The gateway's URL as nodes reach it, e.g. http://regfront.internal:5000.")
+@click.option("--registry", "registries", multiple=True, required=True,
+              envvar="REGFRONT_REGISTRY",
+              help="Registry to mirror (docker.io, ghcr.io, _default); NAME=URL sets the "
+                   "fallback server. Repeatable.")
+@click.option("--out", required=True, envvar="REGFRONT_OUT", type=click.Path(file_okay=False),
+              help="containerd's config_path, e.g. /etc/containerd/certs.d.")
+@click.option("--dial-timeout", default="3s", envvar="REGFRONT_DIAL_TIMEOUT", show_default=True,
+              help="How long containerd (>= 2.1) waits to connect before falling back.")
+@click.option("--skip-verify", is_flag=True, envvar="REGFRONT_SKIP_VERIFY",
+              help="Do not verify the gateway's TLS certificate.")
+@click.option("--ca-file", envvar="REGFRONT_CA_FILE", help="CA bundle for the gateway's TLS.")
+def containerd_config(gateway: str, registries: tuple[str, ...], out: str, dial_timeout: str,
+                      skip_verify: bool, ca_file: str | None) -> None:
+    """Write OUT/<registry>/hosts.toml so containerd pulls through the gateway."""
+    from gateway.containerd import parse_registry, write_hosts_dir
+
+    try:
+        parsed = [parse_registry(r) for r in registries]
+        for path in write_hosts_dir(Path(out), gateway, parsed, dial_timeout=dial_timeout,
+                                    skip_verify=skip_verify, ca_file=ca_file):
+            click.echo(str(path))
+    except ConfigError as exc:
+        _fail(str(exc))

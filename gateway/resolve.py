@@ -1,0 +1,192 @@
+"""Reads through the caches: tag -> digest, manifests, repository links and blob sizes.
+
+The warm path makes no store call. Cold, a manifest costs at most two reads per store (its link,
+then its bytes) and a blob two (its link, then its size). Stores are tried in order: a miss in one
+falls to the next, so a replica that lags behind the primary costs a read, not a failed pull.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cachetools import LRUCache, TTLCache
+
+from gateway.flight import SingleFlight
+from registry import layout
+from registry.config import GatewayConfig
+from registry.digest import Digest
+from registry.errors import ErrorCode, RegistryError
+from registry.mediatypes import INDEX_TYPES, media_type_of, parse_manifest
+from registry.store import NotFound, ObjectStore
+
+T = TypeVar("T")
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    digest: Digest
+    media_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    digest: Digest
+    size: int
+    store: ObjectStore
+
+
+def _manifest_weight(manifest: Manifest) -> int:
+    return len(manifest.data) + 200  # the entry's own overhead, roughly
+
+
+class Resolver:
+    """Everything the endpoints read goes through here; nothing else touches a store."""
+
+    def __init__(self, stores: list[ObjectStore], config: GatewayConfig) -> None:
+        self.stores = stores
+        self.tags: TTLCache[tuple[str, str], Digest] = TTLCache(
+            maxsize=max(1, config.link_cache_entries), ttl=config.tag_ttl)
+        self.tag_lists: TTLCache[str, list[str]] = TTLCache(maxsize=1024, ttl=config.tag_ttl)
+        self.manifests: LRUCache[Digest, Manifest] = LRUCache(
+            maxsize=max(1, int(config.manifest_cache_bytes)), getsizeof=_manifest_weight)
+        self.links: LRUCache[tuple[str, str, Digest], bool] = LRUCache(
+            maxsize=max(1, config.link_cache_entries))
+        self.blobs: LRUCache[Digest, Blob] = LRUCache(maxsize=max(1, config.blob_cache_entries))
+        self._flights = SingleFlight()
+
+    async def _cached(self, cache: Any, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
+        value: T = cache.get(key, _MISSING)
+        if value is _MISSING:
+            value = await self._flights.do((id(cache), key), load)
+            cache[key] = value
+        return value
+
+    # -- manifests -------------------------------------------------------------------------
+
+    async def tag(self, name: str, tag: str) -> Digest:
+        async def load() -> Digest:
+            data = await self._first(layout.tag_current_link(name, tag))
+            return Digest.parse(data.decode())
+
+        try:
+            return await self._cached(self.tags, (name, tag), load)
+        except NotFound:
+            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, {"name": name, "tag": tag}) from None
+
+    async def manifest(self, name: str, reference: str | Digest) -> Manifest:
+        """A manifest of ``name`` by tag or digest, as stored, verified once on load."""
+        if isinstance(reference, str):
+            digest = await self.tag(name, reference)
+        else:
+            digest = reference
+            await self._linked(name, "revision", digest, ErrorCode.MANIFEST_UNKNOWN)
+        try:
+            return await self._cached(self.manifests, digest, lambda: self._load_manifest(digest))
+        except NotFound:
+            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, {"name": name,
+                                                            "digest": str(digest)}) from None
+
+    async def _load_manifest(self, digest: Digest) -> Manifest:
+        data = await self._first(layout.blob_data(digest))
+        if not digest.matches(data):
+            # Corrupt or half-replicated bytes: never serve them under this digest.
+            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, {"digest": str(digest),
+                                                            "reason": "stored bytes mismatch"})
+        return Manifest(digest, media_type_of(parse_manifest(data)), data)
+
+    # -- blobs -----------------------------------------------------------------------------
+
+    async def blob(self, name: str, digest: Digest) -> Blob:
+        """A blob linked in ``name`` (as a layer or config, or a manifest of it), with its size."""
+        try:
+            await self._linked(name, "layer", digest, ErrorCode.BLOB_UNKNOWN)
+        except RegistryError:
+            await self._linked(name, "revision", digest, ErrorCode.BLOB_UNKNOWN)
+        try:
+            return await self._cached(self.blobs, digest, lambda: self._load_blob(digest))
+        except NotFound:
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, {"digest": str(digest)}) from None
+
+    async def _load_blob(self, digest: Digest) -> Blob:
+        key = layout.blob_data(digest)
+        for store in self.stores:
+            try:
+                return Blob(digest, await store.size(key), store)
+            except NotFound:
+                continue
+        raise NotFound(key)
+
+    async def read_blob(self, blob: Blob, start: int, length: int) -> AsyncIterator[bytes]:
+        try:
+            return await blob.store.read(layout.blob_data(blob.digest), start, length)
+        except NotFound:
+            self.blobs.pop(blob.digest, None)  # deleted since we looked: forget its size
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, {"digest": str(blob.digest)}) from None
+
+    async def _linked(self, name: str, kind: str, digest: Digest, code: ErrorCode) -> None:
+        key = (layout.layer_link if kind == "layer" else layout.revision_link)(name, digest)
+
+        async def load() -> bool:
+            return (await self._first(key)).strip() == layout.link_content(digest)
+
+        try:
+            if await self._cached(self.links, (kind, name, digest), load):
+                return
+        except NotFound:
+            pass
+        raise RegistryError(code, {"name": name, "digest": str(digest)})
+
+    # -- listings --------------------------------------------------------------------------
+
+    async def tag_list(self, name: str) -> list[str]:
+        async def load() -> list[str]:
+            found: set[str] = set()
+            for store in self.stores:
+                found.update(await store.children(layout.tags_dir(name)))
+            return sorted(found)
+
+        tags = await self._cached(self.tag_lists, name, load)
+        if not tags:
+            raise RegistryError(ErrorCode.NAME_UNKNOWN, {"name": name})
+        return tags
+
+    async def referrers(self, name: str, subject: Digest) -> list[dict[str, Any]]:
+        """Descriptors of ``name``'s manifests whose subject is ``subject``, by digest order."""
+        found: dict[str, dict[str, Any]] = {}
+        directory = layout.referrers_dir(name, subject)
+        for store in self.stores:
+            for child in await store.children(directory):
+                if child in found:
+                    continue
+                try:
+                    found[child] = json.loads(await store.get(directory + child))
+                except NotFound:
+                    continue
+        # Buckets registry:2 (or an OCI 1.0 client) wrote keep referrers in a fallback tag.
+        try:
+            fallback = await self.manifest(name, layout.referrers_tag(subject))
+        except RegistryError:
+            fallback = None
+        if fallback is not None and fallback.media_type in INDEX_TYPES:
+            for descriptor in parse_manifest(fallback.data).get("manifests", []):
+                if isinstance(descriptor, dict) and isinstance(descriptor.get("digest"), str):
+                    key = descriptor["digest"].replace(":", "-", 1)
+                    found.setdefault(key, descriptor)
+        return [found[key] for key in sorted(found)]
+
+    async def _first(self, key: str) -> bytes:
+        for store in self.stores:
+            try:
+                return await store.get(key)
+            except NotFound:
+                continue
+        raise NotFound(key)
+
+    async def close(self) -> None:
+        for store in self.stores:
+            await store.close()

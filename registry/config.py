@@ -1,0 +1,153 @@
+"""The one YAML configuration file every regfront component reads, strictly validated.
+
+Unknown keys and bad values are errors that name the key and its line, e.g.
+``regfront.yaml:7: gateway.tag_ttl: invalid duration '10 parsecs'``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from registry.errors import ConfigError
+from registry.store import DEFAULT_STORAGE_URL
+
+DEFAULT_LISTEN = "127.0.0.1:5000"
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a Go-style string (``500ms``, ``90s``, ``15m``, ``1h30m``)."""
+    if isinstance(value, bool):
+        raise ValueError("invalid duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and value and _DURATION_PART.sub("", value.strip()) == "":
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
+    else:
+        raise ValueError(f"invalid duration {value!r} (use e.g. 500ms, 30s, 15m, 1h)")
+    if seconds < 0:
+        raise ValueError("duration must not be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(StrictModel):
+    url: str = Field(min_length=1)
+
+
+class GatewayConfig(StrictModel):
+    listen: str = DEFAULT_LISTEN
+    workers: int = Field(default=1, ge=1, le=256)
+    # How long a tag may keep pointing at its previous digest after sync moves it.
+    tag_ttl: Duration = 10.0
+    manifest_cache_bytes: ByteSize = ByteSize(64 * 1024 * 1024)
+    link_cache_entries: int = Field(default=200_000, ge=0)
+    blob_cache_entries: int = Field(default=200_000, ge=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+
+class Config(StrictModel):
+    storage: list[StorageConfig] = Field(
+        default_factory=lambda: [StorageConfig(url=DEFAULT_STORAGE_URL)], min_length=1)
+    gateway: GatewayConfig = GatewayConfig()
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:5000`` for IPv6) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"invalid listen address {value!r} (expected HOST:PORT)")
+    return host.strip("[]"), int(port)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate ``path``; ``None`` gives the defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    data, lines = _load_yaml(text, source)
+    try:
+        return Config.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, lines, source)) from None
+
+
+def _describe(exc: ValidationError, lines: dict[tuple[Any, ...], int], source: str) -> str:
+    error = exc.errors()[0]
+    loc = tuple(error["loc"])
+    # The deepest located prefix: a missing key has no line of its own, its parent does.
+    line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), 1)
+    key = ".".join(str(part) for part in loc) or "(top level)"
+    message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+    message = message.removeprefix("Value error, ")
+    more = len(exc.errors()) - 1
+    return f"{source}:{line}: {key}: {message}" + (f" (and {more} more)" if more else "")
+
+
+def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """Parse YAML, also returning the line of every key path (for error messages)."""
+    loader = yaml.SafeLoader(text)
+    lines: dict[tuple[Any, ...], int] = {}
+    try:
+        node = loader.get_single_node()
+        return (_build(loader, node, (), lines) if node is not None else None), lines
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise ConfigError(f"{source}:{line}: invalid YAML: {exc.problem or exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _build(loader: yaml.SafeLoader, node: yaml.Node, path: tuple[Any, ...],
+           lines: dict[tuple[Any, ...], int]) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in out:
+                raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r}",
+                                           problem_mark=key_node.start_mark)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            out[key] = _build(loader, value_node, (*path, key), lines)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for index, item in enumerate(node.value):
+            lines[(*path, index)] = item.start_mark.line + 1
+            items.append(_build(loader, item, (*path, index), lines))
+        return items
+    return loader.construct_object(node, deep=True)

@@ -1,0 +1,70 @@
+"""The only place bucket keys are built.
+
+The pull subset of CNCF distribution's (registry:2) storage layout, so either can serve a bucket
+the other wrote; regfront's own objects live beside it under ``regfront/``, a prefix registry:2
+never reads. Keys are relative to a store's root and use ``/`` on every backend.
+See docs/bucket-layout.md.
+"""
+
+from __future__ import annotations
+
+from registry.digest import Digest
+
+DISTRIBUTION_ROOT = "docker/registry/v2"
+REGFRONT_ROOT = "regfront/v1"
+
+
+def blob_data(digest: Digest) -> str:
+    """Blob bytes (manifests included): ``blobs/sha256/ab/abcd.../data``."""
+    return f"{DISTRIBUTION_ROOT}/blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}/data"
+
+
+def _repository(name: str) -> str:
+    return f"{DISTRIBUTION_ROOT}/repositories/{name}"
+
+
+def tags_dir(name: str) -> str:
+    """Directory whose children are the repository's tag names (trailing ``/``)."""
+    return f"{_repository(name)}/_manifests/tags/"
+
+
+def tag_current_link(name: str, tag: str) -> str:
+    """The link a tag resolves through: holds the digest it points to now."""
+    return f"{_repository(name)}/_manifests/tags/{tag}/current/link"
+
+
+def tag_index_link(name: str, tag: str, digest: Digest) -> str:
+    """The tag's history entry for ``digest``; registry:2 writes one for every tag push."""
+    return (f"{_repository(name)}/_manifests/tags/{tag}/index/"
+            f"{digest.algorithm}/{digest.hex}/link")
+
+
+def revision_link(name: str, digest: Digest) -> str:
+    """Marks a manifest as belonging to the repository."""
+    return f"{_repository(name)}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
+
+
+def layer_link(name: str, digest: Digest) -> str:
+    """Marks a blob (layer or config) as belonging to the repository."""
+    return f"{_repository(name)}/_layers/{digest.algorithm}/{digest.hex}/link"
+
+
+def link_content(digest: Digest) -> bytes:
+    """What a link holds: the digest string, no trailing newline (as registry:2 writes it)."""
+    return str(digest).encode()
+
+
+def referrers_dir(name: str, subject: Digest) -> str:
+    """regfront's referrers index: one child per manifest whose ``subject`` is ``subject``."""
+    return (f"{REGFRONT_ROOT}/repositories/{name}/_referrers/"
+            f"{subject.algorithm}/{subject.hex}/")
+
+
+def referrer_entry(name: str, subject: Digest, digest: Digest) -> str:
+    """One referrer: holds its descriptor as JSON, so listing needs no manifest reads."""
+    return f"{referrers_dir(name, subject)}{digest.algorithm}-{digest.hex}"
+
+
+def referrers_tag(subject: Digest) -> str:
+    """The OCI 1.1 fallback tag (``sha256-<hex>``) that clients push when a registry has no API."""
+    return f"{subject.algorithm}-{subject.hex}"

@@ -1,0 +1,148 @@
+"""Import an image (or a multi-arch index) from an OCI image layout directory into a store.
+
+For seeding and air-gapped clusters: ``regfront import oci:DIR[:REF] NAME:TAG``. Every blob's
+digest and size are checked against its descriptor before anything is committed, and writes
+follow ``registry.writer``'s order, so an interrupted import never leaves a dangling tag.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anyio import to_thread
+
+from registry import writer
+from registry.digest import Digest
+from registry.errors import ConfigError
+from registry.mediatypes import INDEX_TYPES, media_type_of, parse_manifest
+from registry.store import CHUNK_SIZE, ObjectStore
+
+REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
+
+
+@dataclass
+class ImportResult:
+    digest: Digest
+    manifests: int = 0
+    blobs: int = 0
+    bytes_written: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def parse_source(source: str) -> tuple[Path, str | None]:
+    """``oci:DIR[:REF]`` -> (DIR, REF)."""
+    if not source.startswith("oci:"):
+        raise ConfigError(f"import source {source!r}: expected oci:DIR[:REF]")
+    path, _, ref = source[4:].partition(":")
+    return Path(path), ref or None
+
+
+class _Layout:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        if not (root / "oci-layout").is_file() or not (root / "index.json").is_file():
+            raise ConfigError(f"{root}: not an OCI image layout (no oci-layout or index.json)")
+
+    def blob_path(self, digest: Digest) -> Path:
+        return self.root / "blobs" / digest.algorithm / digest.hex
+
+    def index(self) -> dict[str, Any]:
+        return parse_manifest((self.root / "index.json").read_bytes())
+
+    async def read_verified(self, descriptor: dict[str, Any]) -> bytes:
+        digest = Digest.parse(descriptor["digest"])
+        path = self.blob_path(digest)
+        try:
+            data = await to_thread.run_sync(path.read_bytes)
+        except FileNotFoundError:
+            raise ConfigError(f"{self.root}: blob {digest} is missing") from None
+        self._check(digest, descriptor, len(data))
+        verifier = digest.verifier()
+        verifier.update(data)
+        verifier.verify()
+        return data
+
+    def _check(self, digest: Digest, descriptor: dict[str, Any], size: int) -> None:
+        if descriptor.get("size") != size:
+            raise ConfigError(f"{self.root}: blob {digest} is {size} bytes, "
+                              f"its descriptor says {descriptor.get('size')}")
+
+    async def stream(self, digest: Digest, size: int) -> AsyncIterator[bytes]:
+        path = self.blob_path(digest)
+        handle = await to_thread.run_sync(path.open, "rb")
+        try:
+            while chunk := await to_thread.run_sync(handle.read, CHUNK_SIZE):
+                yield chunk
+        finally:
+            handle.close()
+
+
+def _select(index: dict[str, Any], ref: str | None, root: Path) -> dict[str, Any]:
+    manifests = [m for m in index.get("manifests", []) if isinstance(m, dict)]
+    if ref is None:
+        if len(manifests) == 1:
+            return manifests[0]
+        raise ConfigError(f"{root}: index.json lists {len(manifests)} images; name one as "
+                          f"oci:{root}:REF ({_refs(manifests)})")
+    for descriptor in manifests:
+        annotations = descriptor.get("annotations") or {}
+        if annotations.get(REF_NAME_ANNOTATION) == ref or descriptor.get("digest") == ref:
+            return descriptor
+    raise ConfigError(f"{root}: no image named {ref!r} in index.json ({_refs(manifests)})")
+
+
+def _refs(manifests: list[dict[str, Any]]) -> str:
+    names = [(m.get("annotations") or {}).get(REF_NAME_ANNOTATION) for m in manifests]
+    known = [n for n in names if n]
+    return "refs: " + ", ".join(known) if known else "no ref names"
+
+
+async def import_layout(store: ObjectStore, source: str, name: str, tag: str) -> ImportResult:
+    """Copy the image ``source`` names into ``store`` as ``name:tag``."""
+    root, ref = parse_source(source)
+    layout = _Layout(root)
+    top = _select(layout.index(), ref, root)
+    result = ImportResult(digest=Digest.parse(top["digest"]))
+    await _copy_manifest(store, layout, name, top, result)
+    await writer.put_tag(store, name, tag, result.digest)
+    return result
+
+
+async def _copy_manifest(store: ObjectStore, layout: _Layout, name: str,
+                         descriptor: dict[str, Any], result: ImportResult) -> None:
+    data = await layout.read_verified(descriptor)
+    doc = parse_manifest(data)
+    if media_type_of(doc) in INDEX_TYPES:
+        for child in doc.get("manifests", []):
+            await _copy_manifest(store, layout, name, child, result)
+    else:
+        for blob in [doc.get("config"), *doc.get("layers", [])]:
+            if isinstance(blob, dict):
+                await _copy_blob(store, layout, name, blob, result)
+    await writer.put_manifest(store, name, data)
+    result.manifests += 1
+
+
+async def _copy_blob(store: ObjectStore, layout: _Layout, name: str,
+                     descriptor: dict[str, Any], result: ImportResult) -> None:
+    digest = Digest.parse(descriptor["digest"])
+    path = layout.blob_path(digest)
+    if not path.is_file():
+        if descriptor.get("urls"):  # a non-distributable layer: clients fetch it elsewhere
+            result.skipped.append(str(digest))
+            return
+        raise ConfigError(f"{layout.root}: blob {digest} is missing")
+    layout._check(digest, descriptor, path.stat().st_size)
+    result.bytes_written += await writer.put_blob(store, digest,
+                                                  layout.stream(digest, descriptor["size"]))
+    await writer.link_blob(store, name, digest)
+    result.blobs += 1
+
+
+def describe(result: ImportResult) -> str:
+    return json.dumps({"digest": str(result.digest), "manifests": result.manifests,
+                       "blobs": result.blobs, "bytes_written": result.bytes_written})

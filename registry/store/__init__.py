@@ -1,0 +1,87 @@
+"""The one store protocol every backend implements, and ``open_store(url)``.
+
+A store is a flat key space of immutable-once-written objects under a root; keys come only from
+``registry.layout``. Absence is always ``NotFound``; any other exception is a store failure.
+Writes are all-or-nothing: a reader never sees a partial object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from registry.errors import ConfigError
+
+DEFAULT_STORAGE_URL = "./regfront-data"
+CHUNK_SIZE = 1024 * 1024
+
+
+class NotFound(Exception):
+    """The key does not exist in this store."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class ObjectStore(Protocol):
+    """Read side for the gateway, write side for import and sync."""
+
+    url: str
+
+    async def get(self, key: str) -> bytes:
+        """The whole object (links, manifests: small things)."""
+        ...
+
+    async def size(self, key: str) -> int:
+        """The object's length in bytes."""
+        ...
+
+    async def read(self, key: str, start: int = 0,
+                   length: int | None = None) -> AsyncIterator[bytes]:
+        """Open the object (raising ``NotFound`` now) and return an iterator over its bytes."""
+        ...
+
+    async def put(self, key: str, data: bytes) -> None:
+        ...
+
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes]) -> None:
+        """Write from an iterator; if it raises, nothing is committed under ``key``."""
+        ...
+
+    async def children(self, prefix: str) -> list[str]:
+        """Sorted names directly under ``prefix`` (which ends in ``/``); ``[]`` if none."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could leave the store's root; layout never builds them."""
+    parts = key.rstrip("/").split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"unsafe store key: {key!r}")
+    return key
+
+
+def open_store(url: str) -> ObjectStore:
+    """``file:///abs/path`` (or a plain path), ``memory://`` (tests)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("", "file"):
+        from registry.store.file import FileStore
+
+        path = parts.path if parts.scheme else url
+        if parts.scheme == "file" and parts.netloc not in ("", "localhost"):
+            raise ConfigError(f"storage url {url!r}: file URLs are file:///absolute/path")
+        return FileStore(path)
+    if parts.scheme == "memory":
+        from registry.store.memory import MemoryStore
+
+        return MemoryStore()
+    raise ConfigError(f"storage url {url!r}: unsupported scheme {parts.scheme!r} "
+                      "(use file:///path or a plain path)")

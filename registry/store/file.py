@@ -1,0 +1,105 @@
+"""The embedded store: a directory tree, so ``regfront serve`` works with no cloud at all.
+
+Blocking file calls run in worker threads. Writes go to a temporary file in the target's
+directory and are renamed into place, so readers see a whole object or none.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+from anyio import to_thread
+
+from registry.store import CHUNK_SIZE, NotFound, check_key
+
+_TEMP_MARK = ".regfront-tmp-"
+
+
+class FileStore:
+    def __init__(self, root: str) -> None:
+        self.root = Path(root).absolute()
+        self.url = self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    async def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return await to_thread.run_sync(path.read_bytes)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise NotFound(key) from None
+
+    async def size(self, key: str) -> int:
+        path = self._path(key)
+        try:
+            stat = await to_thread.run_sync(path.stat)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(key) from None
+        if not path.is_file():
+            raise NotFound(key)
+        return stat.st_size
+
+    async def read(self, key: str, start: int = 0,
+                   length: int | None = None) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        try:
+            handle: BinaryIO = await to_thread.run_sync(path.open, "rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise NotFound(key) from None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            remaining = length
+            try:
+                await to_thread.run_sync(handle.seek, start)
+                while remaining is None or remaining > 0:
+                    want = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
+                    chunk = await to_thread.run_sync(handle.read, want)
+                    if not chunk:
+                        return
+                    if remaining is not None:
+                        remaining -= len(chunk)
+                    yield chunk
+            finally:
+                handle.close()
+
+        return chunks()
+
+    async def put(self, key: str, data: bytes) -> None:
+        async def one() -> AsyncIterator[bytes]:
+            yield data
+
+        await self.put_stream(key, one())
+
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes]) -> None:
+        path = self._path(key)
+        await to_thread.run_sync(lambda: path.parent.mkdir(parents=True, exist_ok=True))
+        temp = path.with_name(f"{path.name}{_TEMP_MARK}{uuid.uuid4().hex}")
+        handle = await to_thread.run_sync(temp.open, "wb")
+        try:
+            async for chunk in chunks:
+                await to_thread.run_sync(handle.write, chunk)
+            await to_thread.run_sync(handle.close)
+            await to_thread.run_sync(os.replace, temp, path)
+        except BaseException:
+            handle.close()
+            temp.unlink(missing_ok=True)
+            raise
+
+    async def children(self, prefix: str) -> list[str]:
+        path = self._path(prefix)
+        try:
+            names = await to_thread.run_sync(os.listdir, path)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(n for n in names if _TEMP_MARK not in n)
+
+    async def delete(self, key: str) -> None:
+        await to_thread.run_sync(lambda: self._path(key).unlink(missing_ok=True))
+
+    async def close(self) -> None:
+        pass

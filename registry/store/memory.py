@@ -1,0 +1,52 @@
+"""An in-process store for unit tests: a dict of keys to bytes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+
+from registry.store import CHUNK_SIZE, NotFound, check_key
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.url = "memory://"
+        self.objects: dict[str, bytes] = {}
+
+    async def get(self, key: str) -> bytes:
+        try:
+            return self.objects[key]
+        except KeyError:
+            raise NotFound(key) from None
+
+    async def size(self, key: str) -> int:
+        return len(await self.get(key))
+
+    async def read(self, key: str, start: int = 0,
+                   length: int | None = None) -> AsyncIterator[bytes]:
+        data = await self.get(key)
+        end = len(data) if length is None else min(len(data), start + length)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for offset in range(start, end, CHUNK_SIZE):
+                yield data[offset:min(end, offset + CHUNK_SIZE)]
+
+        return chunks()
+
+    async def put(self, key: str, data: bytes) -> None:
+        self.objects[check_key(key)] = bytes(data)
+
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes]) -> None:
+        check_key(key)
+        parts = [chunk async for chunk in chunks]
+        self.objects[key] = b"".join(parts)
+
+    async def children(self, prefix: str) -> list[str]:
+        names = {key[len(prefix):].split("/", 1)[0]
+                 for key in self.objects if key.startswith(prefix)}
+        return sorted(names)
+
+    async def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
+    async def close(self) -> None:
+        pass
