@@ -20,5 +20,7 @@ async def readyz(request: Request) -> Response:
 
 async def unsupported(request: Request) -> Response:
     """regfront is a read-only mirror: pushes and deletes go to the source registry."""
+    if request.method in ("GET", "HEAD"):
+        raise RegistryError(ErrorCode.NOT_FOUND, {"path": request.url.path[:200]})
     raise RegistryError(ErrorCode.UNSUPPORTED, {"method": request.method},
                         headers={"Allow": "GET, HEAD"})

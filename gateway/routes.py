@@ -12,8 +12,6 @@ from gateway.referrers import list_referrers
 from gateway.tags import list_tags
 
 READ = ["GET", "HEAD"]
-# Everything a push or delete sends: one 405 UNSUPPORTED whatever the path.
-WRITE = ["POST", "PUT", "PATCH", "DELETE"]
 
 routes = [
     Route("/v2/", version_check, methods=READ),
@@ -21,7 +19,8 @@ routes = [
     Route("/v2/{name:path}/blobs/{digest}", get_blob, methods=READ),
     Route("/v2/{name:path}/tags/list", list_tags, methods=READ),
     Route("/v2/{name:path}/referrers/{digest}", list_referrers, methods=READ),
-    Route("/v2/{path:path}", unsupported, methods=WRITE),
     Route("/healthz", healthz, methods=READ),
     Route("/readyz", readyz, methods=READ),
+    # Last: any other /v2/ request is a write (405 UNSUPPORTED) or an unknown endpoint (404).
+    Route("/v2/{path:path}", unsupported),
 ]

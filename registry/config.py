@@ -106,7 +106,8 @@ def parse_config(text: str, source: str = "<config>") -> Config:
 
 
 def _describe(exc: ValidationError, lines: dict[tuple[Any, ...], int], source: str) -> str:
-    error = exc.errors()[0]
+    # A misspelt key also makes its intended key "missing": report the misspelling.
+    error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     loc = tuple(error["loc"])
     # The deepest located prefix: a missing key has no line of its own, its parent does.
     line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), 1)

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from registry.config import Config, load_config, parse_config, parse_duration
+from registry.errors import ConfigError
+
+
+def test_defaults_serve_the_embedded_store() -> None:
+    config = load_config(None)
+    assert [s.url for s in config.storage] == ["./regfront-data"]
+    assert config.gateway.listen == "127.0.0.1:5000"
+
+
+def test_a_full_gateway_section(tmp_path: Path) -> None:
+    path = tmp_path / "regfront.yaml"
+    path.write_text("storage:\n  - url: file:///srv/a\n  - url: file:///srv/b\n"
+                    "gateway:\n  listen: 0.0.0.0:8080\n  workers: 4\n  tag_ttl: 1m30s\n"
+                    "  manifest_cache_bytes: 128MiB\n")
+    config = load_config(path)
+    assert [s.url for s in config.storage] == ["file:///srv/a", "file:///srv/b"]
+    assert config.gateway.workers == 4
+    assert config.gateway.tag_ttl == 90.0
+    assert config.gateway.manifest_cache_bytes == 128 * 1024 * 1024
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("gateway:\n  listen: 0.0.0.0:1\n  tag_tll: 5s\n", "c.yaml:3: gateway.tag_tll: unknown key"),
+    ("storage:\n  - url: /x\n  - urll: /y\n", "c.yaml:3: storage.1.urll: unknown key"),
+    ("gateway:\n  workers: 0\n", "c.yaml:2: gateway.workers:"),
+    ("gateway:\n  tag_ttl: soon\n", "c.yaml:2: gateway.tag_ttl: invalid duration 'soon'"),
+    ("gateway:\n  listen: nowhere\n", "c.yaml:2: gateway.listen: invalid listen address"),
+    ("storage: []\n", "c.yaml:1: storage:"),
+    ("upstreams: {}\n", "c.yaml:1: upstreams: unknown key"),
+    ("gateway: [1\n", "c.yaml:2: invalid YAML"),
+    ("gateway:\n  workers: 1\n  workers: 2\n", "c.yaml:3: invalid YAML: duplicate key 'workers'"),
+])
+def test_errors_name_the_line_and_key(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "c.yaml")
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_empty_file_is_the_defaults() -> None:
+    assert parse_config("", "c.yaml") == Config()
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    (5, 5.0), (0.5, 0.5), ("500ms", 0.5), ("90s", 90.0), ("15m", 900.0), ("1h30m", 5400.0),
+    ("2d", 172800.0),
+])
+def test_durations(value: object, seconds: float) -> None:
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["", "5", "5 s", "m", True, -1, None, "1h-30m"])
+def test_bad_durations(value: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(value)

@@ -1,0 +1,40 @@
+"""Golden keys: byte-for-byte the paths CNCF distribution (registry:2) uses (its paths.go)."""
+
+from __future__ import annotations
+
+from registry import layout
+from registry.digest import Digest
+
+HEX = "4c40ef82b2235913c4be914f08dfc3aa07287c9e090d0ddcff3614437361a515"
+DIGEST = Digest("sha256", HEX)
+REPO = "docker/registry/v2/repositories/docker.io/library/nginx"
+
+
+def test_blob_data_is_shared_and_sharded_by_two_hex_digits() -> None:
+    assert layout.blob_data(DIGEST) == f"docker/registry/v2/blobs/sha256/4c/{HEX}/data"
+
+
+def test_tag_links() -> None:
+    assert (layout.tag_current_link("docker.io/library/nginx", "1.27")
+            == f"{REPO}/_manifests/tags/1.27/current/link")
+    assert (layout.tag_index_link("docker.io/library/nginx", "1.27", DIGEST)
+            == f"{REPO}/_manifests/tags/1.27/index/sha256/{HEX}/link")
+    assert layout.tags_dir("docker.io/library/nginx") == f"{REPO}/_manifests/tags/"
+
+
+def test_repository_links() -> None:
+    assert (layout.revision_link("docker.io/library/nginx", DIGEST)
+            == f"{REPO}/_manifests/revisions/sha256/{HEX}/link")
+    assert (layout.layer_link("docker.io/library/nginx", DIGEST)
+            == f"{REPO}/_layers/sha256/{HEX}/link")
+
+
+def test_link_content_has_no_trailing_newline() -> None:
+    assert layout.link_content(DIGEST) == f"sha256:{HEX}".encode()
+
+
+def test_regfront_keys_live_outside_distributions_tree() -> None:
+    key = layout.referrer_entry("team/app", DIGEST, Digest("sha256", "0" * 64))
+    assert key == f"regfront/v1/repositories/team/app/_referrers/sha256/{HEX}/sha256-{'0' * 64}"
+    assert not key.startswith(layout.DISTRIBUTION_ROOT)
+    assert layout.referrers_tag(DIGEST) == f"sha256-{HEX}"

@@ -1,0 +1,153 @@
+"""The store conformance suite: every backend must pass all of it (memory and file here)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from registry.store import NotFound, ObjectStore, check_key, open_store
+from registry.store.file import FileStore
+from registry.store.memory import MemoryStore
+
+BACKENDS: dict[str, Callable[[Path], ObjectStore]] = {
+    "memory": lambda tmp: MemoryStore(),
+    "file": lambda tmp: FileStore(str(tmp / "store")),
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStore]:
+    backend = BACKENDS[request.param](tmp_path)
+    yield backend
+    await backend.close()
+
+
+async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def _read_all(store: ObjectStore, key: str, start: int = 0,
+                    length: int | None = None) -> bytes:
+    return b"".join([c async for c in await store.read(key, start, length)])
+
+
+async def test_put_then_get_and_size(store: ObjectStore) -> None:
+    await store.put("a/b/data", b"hello")
+    assert await store.get("a/b/data") == b"hello"
+    assert await store.size("a/b/data") == 5
+
+
+async def test_missing_key_is_not_found_for_every_read(store: ObjectStore) -> None:
+    with pytest.raises(NotFound):
+        await store.get("nope/data")
+    with pytest.raises(NotFound):
+        await store.size("nope/data")
+    with pytest.raises(NotFound):
+        await store.read("nope/data")
+
+
+async def test_a_directory_is_not_an_object(store: ObjectStore) -> None:
+    await store.put("dir/child", b"x")
+    with pytest.raises(NotFound):
+        await store.get("dir")
+    with pytest.raises(NotFound):
+        await store.size("dir")
+
+
+async def test_put_overwrites(store: ObjectStore) -> None:
+    await store.put("k", b"one")
+    await store.put("k", b"two!")
+    assert await store.get("k") == b"two!"
+    assert await store.size("k") == 4
+
+
+async def test_ranged_reads(store: ObjectStore) -> None:
+    data = bytes(range(256)) * 10_000  # spans several read chunks
+    await store.put("blob", data)
+    assert await _read_all(store, "blob") == data
+    assert await _read_all(store, "blob", 10, 5) == data[10:15]
+    assert await _read_all(store, "blob", len(data) - 3) == data[-3:]
+    assert await _read_all(store, "blob", 1_048_570, 20) == data[1_048_570:1_048_590]
+
+
+async def test_put_stream_commits_the_whole_object(store: ObjectStore) -> None:
+    await store.put_stream("s", _chunks(b"ab", b"", b"cd"))
+    assert await store.get("s") == b"abcd"
+
+
+async def test_failed_put_stream_commits_nothing(store: ObjectStore) -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"partial"
+        raise RuntimeError("upstream went away")
+
+    with pytest.raises(RuntimeError):
+        await store.put_stream("p/data", broken())
+    with pytest.raises(NotFound):
+        await store.get("p/data")
+    assert await store.children("p/") == []
+
+
+async def test_failed_put_stream_keeps_the_previous_object(store: ObjectStore) -> None:
+    await store.put("q", b"old")
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"new"
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await store.put_stream("q", broken())
+    assert await store.get("q") == b"old"
+
+
+async def test_children_lists_one_level_sorted(store: ObjectStore) -> None:
+    for key in ("t/b/current/link", "t/a/current/link", "t/a/index/x", "t/c", "u/z"):
+        await store.put(key, b"1")
+    assert await store.children("t/") == ["a", "b", "c"]
+    assert await store.children("t/a/") == ["current", "index"]
+    assert await store.children("missing/") == []
+
+
+async def test_delete(store: ObjectStore) -> None:
+    await store.put("d", b"1")
+    await store.delete("d")
+    await store.delete("d")  # deleting what is gone is not an error
+    with pytest.raises(NotFound):
+        await store.get("d")
+
+
+async def test_empty_object(store: ObjectStore) -> None:
+    await store.put("empty", b"")
+    assert await store.get("empty") == b""
+    assert await store.size("empty") == 0
+    assert await _read_all(store, "empty") == b""
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "./a", ".."])
+async def test_unsafe_keys_are_refused(store: ObjectStore, key: str) -> None:
+    with pytest.raises(ValueError, match="unsafe store key"):
+        await store.put(key, b"x")
+
+
+def test_check_key_accepts_layout_keys() -> None:
+    assert check_key("docker/registry/v2/blobs/sha256/ab/abcd/data")
+
+
+def test_open_store_by_url(tmp_path: Path) -> None:
+    assert isinstance(open_store(tmp_path.as_uri()), FileStore)
+    assert isinstance(open_store(str(tmp_path)), FileStore)
+    assert isinstance(open_store("memory://"), MemoryStore)
+    file_store = open_store(f"file://{tmp_path}/x")
+    assert isinstance(file_store, FileStore)
+    assert file_store.root == tmp_path / "x"
+
+
+def test_open_store_rejects_unknown_schemes() -> None:
+    from registry.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unsupported scheme 'gopher'"):
+        open_store("gopher://x")
+    with pytest.raises(ConfigError, match="file:///absolute/path"):
+        open_store("file://host/x")
