@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
-from registry.config import Config, load_config, split_listen
+from registry.config import Config, load_config, split_listen, with_overrides
 from registry.errors import ConfigError, RegistryError
 
 logger = logging.getLogger("regfront")
@@ -40,16 +40,9 @@ def main() -> None:
 def _config_with_overrides(config_file: str | None, storage: tuple[str, ...],
                            overrides: dict[str, Any]) -> Config:
     try:
-        config = load_config(config_file)
-        data = config.model_dump()
-        if storage:
-            data["storage"] = [{"url": url} for url in storage]
-        data["gateway"].update({k: v for k, v in overrides.items() if v is not None})
-        return Config.model_validate(data)
+        return with_overrides(load_config(config_file), storage, overrides)
     except ConfigError as exc:
         _fail(str(exc))
-    except ValueError as exc:  # a flag's value failed validation
-        _fail(f"invalid option: {str(exc).splitlines()[-1].strip()}")
 
 
 @main.command()

@@ -7,6 +7,7 @@ Unknown keys and bad values are errors that name the key and its line, e.g.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -75,6 +76,22 @@ class Config(StrictModel):
     storage: list[StorageConfig] = Field(
         default_factory=lambda: [StorageConfig(url=DEFAULT_STORAGE_URL)], min_length=1)
     gateway: GatewayConfig = GatewayConfig()
+
+
+def with_overrides(config: Config, storage: Sequence[str] = (),
+                   gateway: dict[str, Any] | None = None) -> Config:
+    """``config`` with command-line values on top; a bad value names its flag."""
+    data = config.model_dump()
+    if storage:
+        data["storage"] = [{"url": url} for url in storage]
+    data["gateway"].update({k: v for k, v in (gateway or {}).items() if v is not None})
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        flag = "--storage" if error["loc"][0] == "storage" else f"--{error['loc'][-1]}"
+        message = error["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{flag.replace('_', '-')}: {message}") from None
 
 
 def split_listen(value: str) -> tuple[str, int]:
