@@ -1,4 +1,4 @@
-"""``create_app(config)``: the Starlette app, its stores, and the one error renderer."""
+"""``create_app(config)``: the gateway's ASGI app, its stores, and error handling."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.base import API_VERSION_HEADER
+from gateway.http import API_VERSION_HEADER, render_error, send_error
 from gateway.resolve import Resolver
-from gateway.routes import routes
+from gateway.routes import HOT_PATH, hot_routes, routes
 from registry.config import Config
 from registry.errors import ErrorCode, RegistryError
 from registry.store import ObjectStore, open_store
@@ -22,41 +22,49 @@ from registry.store import ObjectStore, open_store
 logger = logging.getLogger("regfront.gateway")
 
 _HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.UNSUPPORTED}
+STORE_UNAVAILABLE = RegistryError(ErrorCode.UNAVAILABLE, {"reason": "storage unavailable"})
 
 
-def render_error(error: RegistryError) -> Response:
-    """The only place an error body is built: ``{"errors": [{code, message, detail}]}``."""
-    return JSONResponse({"errors": [error.to_json()]}, status_code=error.status,
-                        headers=error.headers)
+def _response(error: RegistryError) -> Response:
+    status, headers, body = render_error(error)
+    response = Response(body, status_code=status)
+    response.raw_headers = headers
+    return response
 
 
 async def _registry_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RegistryError)
-    return render_error(exc)
+    return _response(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, ErrorCode.NOT_FOUND)
     headers = {"Allow": "GET, HEAD"} if code is ErrorCode.UNSUPPORTED else None
-    return render_error(RegistryError(code, headers=headers))
+    return _response(RegistryError(code, headers=headers))
 
 
 async def _store_error(request: Request, exc: Exception) -> Response:
     # A failing store must cost a fast 503 (containerd then tries its next host), not a hang.
     logger.warning("store failure on %s %s: %r", request.method, request.url.path, exc)
-    return render_error(RegistryError(ErrorCode.UNAVAILABLE, {"reason": "storage unavailable"}))
+    return _response(STORE_UNAVAILABLE)
 
 
-class APIVersionHeader:
-    """Pure ASGI: stamp ``Docker-Distribution-API-Version`` on every response, errors too."""
+class Gateway:
+    """Pure ASGI: the hot routes directly, the rest through Starlette (version header added)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, resolver: Resolver, framework: ASGIApp) -> None:
+        self.resolver = resolver
+        self.framework = framework
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            match = HOT_PATH.match(scope["path"])
+            if match is not None:
+                await self._hot(scope, send, match["kind"], match["name"], match["reference"])
+                return
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await self.framework(scope, receive, send)
             return
 
         async def stamped(message: Message) -> None:
@@ -64,10 +72,30 @@ class APIVersionHeader:
                 message["headers"] = [*message.get("headers", ()), API_VERSION_HEADER]
             await send(message)
 
-        await self.app(scope, receive, stamped)
+        await self.framework(scope, receive, stamped)
+
+    async def _hot(self, scope: Scope, send: Send, kind: str, name: str, reference: str) -> None:
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await hot_routes[kind](scope, tracked, self.resolver, name, reference)
+        except RegistryError as error:
+            if started:
+                raise
+            await send_error(send, error, scope["method"])
+        except Exception as exc:
+            if started:
+                raise  # mid-body: only closing the connection tells the client
+            logger.warning("store failure on %s %s: %r", scope["method"], scope["path"], exc)
+            await send_error(send, STORE_UNAVAILABLE, scope["method"])
 
 
-def create_app(config: Config, stores: list[ObjectStore] | None = None) -> ASGIApp:
+def create_app(config: Config, stores: list[ObjectStore] | None = None) -> Gateway:
     """The gateway for ``config``; tests may pass ready stores (they are not closed)."""
     owned = stores is None
     resolver = Resolver(stores if stores is not None else
@@ -79,7 +107,7 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None) -> ASGIA
         if owned:
             await resolver.close()
 
-    app = Starlette(
+    framework = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
@@ -88,5 +116,5 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None) -> ASGIA
             Exception: _store_error,
         },
     )
-    app.state.resolver = resolver
-    return APIVersionHeader(app)
+    framework.state.resolver = resolver
+    return Gateway(resolver, framework)

@@ -1,14 +1,12 @@
-"""``/v2/`` and what every endpoint shares: the repository a request names."""
+"""``/v2/`` and what the framework-routed endpoints share."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import http
 from gateway.resolve import Resolver
-from registry.names import repository_name
-
-API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
 
 
 async def version_check(request: Request) -> Response:
@@ -23,6 +21,5 @@ def resolver(request: Request) -> Resolver:
 
 def repository(request: Request) -> tuple[str, dict[str, str]]:
     """The stored name (``ns`` prepended, as containerd mirrors send it) and headers to echo."""
-    ns = request.query_params.get("ns")
-    name = repository_name(request.path_params["name"], ns)
+    name, ns = http.repository(request.scope, request.path_params["name"])
     return name, ({"OCI-Namespace": ns} if ns else {})

@@ -1,22 +1,23 @@
 """``GET/HEAD /v2/<name>/blobs/<digest>``: the bytes, streamed, with single ``Range`` support.
 
-Blobs are opaque octet-streams: never a ``Content-Encoding``, or clients would decode the layer
-and fail its digest check.
+Hot path, raw ASGI. Blobs are opaque octet-streams: never a ``Content-Encoding``, or clients
+would decode the layer and fail its digest check.
 """
 
 from __future__ import annotations
 
 import re
 
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.types import Scope, Send
 
-from gateway.base import repository, resolver
+from gateway.http import API_VERSION_HEADER, header_value, repository, request_header, respond
+from gateway.resolve import Resolver
 from registry.digest import Digest
 from registry.errors import ErrorCode, RegistryError
-from registry.mediatypes import OCTET_STREAM
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_OCTET_STREAM = (b"content-type", b"application/octet-stream")
+_ACCEPT_RANGES = (b"accept-ranges", b"bytes")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -48,23 +49,27 @@ def _unsatisfiable(header: str, size: int) -> RegistryError:
                          headers={"Content-Range": f"bytes */{size}"})
 
 
-async def get_blob(request: Request) -> Response:
-    name, headers = repository(request)
-    digest = Digest.parse(request.path_params["digest"])
-    blob = await resolver(request).blob(name, digest)
-    headers.update({
-        "Docker-Content-Digest": str(digest),
-        "ETag": f'"{digest}"',
-        "Accept-Ranges": "bytes",
-        "Content-Type": OCTET_STREAM,
-    })
-    span = parse_range(request.headers.get("range"), blob.size)
+async def get_blob(scope: Scope, send: Send, resolver: Resolver, path_name: str,
+                   reference: str) -> None:
+    name, ns = repository(scope, path_name)
+    digest = Digest.parse(reference)
+    blob = await resolver.blob(name, digest)
+    headers = [_OCTET_STREAM, (b"docker-content-digest", blob.digest_header),
+               (b"etag", blob.etag), _ACCEPT_RANGES]
+    if ns:
+        headers.append((b"oci-namespace", ns.encode("latin-1")))
+    span = parse_range(request_header(scope, b"range"), blob.size)
     start, end, status = 0, blob.size - 1, 200
     if span is not None:
         start, end, status = span[0], span[1], 206
-        headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
-    headers["Content-Length"] = str(end - start + 1)
-    if request.method == "HEAD":
-        return Response(status_code=status, headers=headers)
-    body = await resolver(request).read_blob(blob, start, end - start + 1)
-    return StreamingResponse(body, status_code=status, headers=headers)
+        headers.append((b"content-range", f"bytes {start}-{end}/{blob.size}".encode()))
+    headers.append((b"content-length", header_value(end - start + 1)))
+    if scope["method"] == "HEAD":
+        await respond(send, status, headers)
+        return
+    body = await resolver.read_blob(blob, start, end - start + 1)
+    headers.append(API_VERSION_HEADER)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    async for chunk in body:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})

@@ -1,4 +1,4 @@
-"""``GET/HEAD /v2/<name>/manifests/<reference>``: stored bytes, verbatim.
+"""``GET/HEAD /v2/<name>/manifests/<reference>``: stored bytes, verbatim (hot path, raw ASGI).
 
 The stored manifest is served whatever the client's ``Accept`` says: converting would change
 its digest, and every current client accepts the OCI and Docker v2 types (docs/api.md).
@@ -6,27 +6,30 @@ its digest, and every current client accepts the OCI and Docker v2 types (docs/a
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import Scope, Send
 
-from gateway.base import repository, resolver
+from gateway.http import header_value, repository, request_header, respond
+from gateway.resolve import Resolver
 from registry.names import parse_reference
 
 
-async def get_manifest(request: Request) -> Response:
-    name, headers = repository(request)
-    reference = parse_reference(request.path_params["reference"])
-    manifest = await resolver(request).manifest(name, reference)
-    digest = str(manifest.digest)
-    etag = f'"{digest}"'
-    headers.update({
-        "Docker-Content-Digest": digest,
-        "ETag": etag,
-        "Content-Type": manifest.media_type,
-    })
-    if etag in request.headers.get("if-none-match", ""):
-        return Response(status_code=304, headers=headers)
-    if request.method == "HEAD":
-        headers["Content-Length"] = str(len(manifest.data))
-        return Response(headers=headers)
-    return Response(manifest.data, headers=headers)
+async def get_manifest(scope: Scope, send: Send, resolver: Resolver, path_name: str,
+                       reference: str) -> None:
+    name, ns = repository(scope, path_name)
+    manifest = await resolver.manifest(name, parse_reference(reference))
+    headers = [
+        (b"content-type", manifest.media_type.encode()),
+        (b"docker-content-digest", manifest.digest_header),
+        (b"etag", manifest.etag),
+    ]
+    if ns:
+        headers.append((b"oci-namespace", ns.encode("latin-1")))
+    if_none_match = request_header(scope, b"if-none-match")
+    if if_none_match and manifest.etag.decode() in if_none_match:
+        await respond(send, 304, headers)
+        return
+    headers.append((b"content-length", header_value(len(manifest.data))))
+    if scope["method"] == "HEAD":
+        await respond(send, 200, headers)
+    else:
+        await respond(send, 200, headers, manifest.data)

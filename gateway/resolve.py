@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from cachetools import LRUCache, TTLCache
@@ -31,6 +31,13 @@ class Manifest:
     digest: Digest
     media_type: str
     data: bytes
+    # Header values computed once per cache fill, not per request.
+    digest_header: bytes = field(init=False)
+    etag: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "digest_header", str(self.digest).encode())
+        object.__setattr__(self, "etag", f'"{self.digest}"'.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +45,12 @@ class Blob:
     digest: Digest
     size: int
     store: ObjectStore
+    digest_header: bytes = field(init=False)
+    etag: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "digest_header", str(self.digest).encode())
+        object.__setattr__(self, "etag", f'"{self.digest}"'.encode())
 
 
 def _manifest_weight(manifest: Manifest) -> int:
