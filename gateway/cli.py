@@ -88,9 +88,9 @@ def app_from_environment() -> Any:
 @click.argument("image")
 @click.option("--storage", required=True, envvar="REGFRONT_STORAGE", help="Target store URL.")
 def import_(source: str, image: str, storage: str) -> None:
-    """Import SOURCE (oci:DIR[:REF]) into the store as IMAGE (NAME:TAG)."""
+    """Import SOURCE (oci:DIR[:REF] or docker-archive:FILE[:REF]) as IMAGE (NAME:TAG)."""
+    from registry.imports import import_image
     from registry.names import split_image
-    from registry.ocilayout import describe, import_layout
     from registry.store import open_store
 
     try:
@@ -101,7 +101,7 @@ def import_(source: str, image: str, storage: str) -> None:
 
         async def run() -> str:
             try:
-                return describe(await import_layout(store, source, name, tag))
+                return (await import_image(store, source, name, tag)).describe()
             finally:
                 await store.close()
 

@@ -98,3 +98,24 @@ def sample_layout(root: Path) -> Layout:
     arm64 = layout.image([shared, {"app/arch": b"arm64\n"}], architecture="arm64")
     layout.tag(layout.index([amd64, arm64]), "multi")
     return layout
+
+
+def docker_archive(path: Path, images: list[tuple[list[dict[str, bytes]], list[str]]]) -> Path:
+    """A ``docker save`` tarball (the classic layout): ``(layers' files, repo tags)`` per image."""
+    entries, members = [], {}
+    for layer_sets, repo_tags in images:
+        layer_names, diff_ids = [], []
+        for files in layer_sets:
+            tar = layer_tar(files)
+            digest = Digest.from_bytes(tar)
+            members[f"{digest.hex}/layer.tar"] = tar
+            layer_names.append(f"{digest.hex}/layer.tar")
+            diff_ids.append(str(digest))
+        config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                             "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+        config_name = f"{Digest.from_bytes(config).hex}.json"
+        members[config_name] = config
+        entries.append({"Config": config_name, "RepoTags": repo_tags, "Layers": layer_names})
+    members["manifest.json"] = json.dumps(entries).encode()
+    path.write_bytes(layer_tar(members))
+    return path

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.app import create_app
 from registry.config import Config, GatewayConfig
-from registry.ocilayout import import_layout
+from registry.imports import import_image as import_layout
 from registry.store.memory import MemoryStore
 from tests.conftest import CountingStore
 from tests.images import Layout, sample_layout

@@ -10,14 +10,16 @@ import pytest
 from registry import layout as keys
 from registry.digest import Digest
 from registry.errors import ConfigError, RegistryError
-from registry.ocilayout import import_layout, parse_source
+from registry.imports import import_image as import_layout
+from registry.imports import parse_source
 from registry.store.memory import MemoryStore
 from tests.images import Layout, sample_layout
 
 
 def test_parse_source() -> None:
-    assert parse_source("oci:/x/y:ref") == (Path("/x/y"), "ref")
-    assert parse_source("oci:rel") == (Path("rel"), None)
+    assert parse_source("oci:/x/y:ref") == ("oci", Path("/x/y"), "ref")
+    assert parse_source("oci:rel") == ("oci", Path("rel"), None)
+    assert parse_source("docker-archive:a.tar:nginx") == ("docker-archive", Path("a.tar"), "nginx")
     with pytest.raises(ConfigError, match="expected oci:DIR"):
         parse_source("docker://x")
 

@@ -1,15 +1,8 @@
-"""Import an image (or a multi-arch index) from an OCI image layout directory into a store.
-
-For seeding and air-gapped clusters: ``regfront import oci:DIR[:REF] NAME:TAG``. Every blob's
-digest and size are checked against its descriptor before anything is committed, and writes
-follow ``registry.writer``'s order, so an interrupted import never leaves a dangling tag.
-"""
+"""``oci:DIR[:REF]``: an image or a multi-arch index from an OCI image layout, digests kept."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +11,11 @@ from anyio import to_thread
 from registry import writer
 from registry.digest import Digest
 from registry.errors import ConfigError
+from registry.imports import ImportResult
 from registry.mediatypes import INDEX_TYPES, media_type_of, parse_manifest
 from registry.store import CHUNK_SIZE, ObjectStore
 
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
-
-
-@dataclass
-class ImportResult:
-    digest: Digest
-    manifests: int = 0
-    blobs: int = 0
-    bytes_written: int = 0
-    skipped: list[str] = field(default_factory=list)
-
-
-def parse_source(source: str) -> tuple[Path, str | None]:
-    """``oci:DIR[:REF]`` -> (DIR, REF)."""
-    if not source.startswith("oci:"):
-        raise ConfigError(f"import source {source!r}: expected oci:DIR[:REF]")
-    path, _, ref = source[4:].partition(":")
-    return Path(path), ref or None
 
 
 class _Layout:
@@ -101,14 +78,13 @@ def _refs(manifests: list[dict[str, Any]]) -> str:
     return "refs: " + ", ".join(known) if known else "no ref names"
 
 
-async def import_layout(store: ObjectStore, source: str, name: str, tag: str) -> ImportResult:
-    """Copy the image ``source`` names into ``store`` as ``name:tag``."""
-    root, ref = parse_source(source)
+async def import_oci(store: ObjectStore, root: Path, ref: str | None, name: str,
+                     tag: str) -> ImportResult:
     layout = _Layout(root)
     top = _select(layout.index(), ref, root)
     result = ImportResult(digest=Digest.parse(top["digest"]))
     await _copy_manifest(store, layout, name, top, result)
-    await writer.put_tag(store, name, tag, result.digest)
+    await writer.put_tag(store, name, tag, Digest.parse(top["digest"]))
     return result
 
 
@@ -141,8 +117,3 @@ async def _copy_blob(store: ObjectStore, layout: _Layout, name: str,
                                                   layout.stream(digest, descriptor["size"]))
     await writer.link_blob(store, name, digest)
     result.blobs += 1
-
-
-def describe(result: ImportResult) -> str:
-    return json.dumps({"digest": str(result.digest), "manifests": result.manifests,
-                       "blobs": result.blobs, "bytes_written": result.bytes_written})
