@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps run test lint typecheck unit e2e clean
+.PHONY: install system-deps bench-deps run test lint typecheck unit e2e bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,13 @@ install: $(STAMP)
 # containerd, skopeo and docker-registry (registry:2) for the end-to-end tests.
 system-deps:
 	bash .ci/debian-packages.sh containerd skopeo docker-registry
+
+bench-deps:
+	bash .ci/debian-packages.sh wrk hey
+
+# Reports throughput; asserts nothing (see bench/).
+bench: install bench-deps
+	$(BIN)/python bench/hotpath.py
 
 run: install
 	$(BIN)/regfront serve

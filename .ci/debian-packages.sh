@@ -8,6 +8,7 @@ declare -A command_of=(
     [docker-registry]=docker-registry
     [wrk]=wrk
     [apache2-utils]=ab
+    [hey]=hey
 )
 
 missing=()
