@@ -1,7 +1,10 @@
-"""``GET/HEAD /v2/<name>/blobs/<digest>``: the bytes, streamed, with single ``Range`` support.
+"""``GET/HEAD /v2/<name>/blobs/<digest>``: a 307 to the bucket, or the bytes with ``Range``.
 
-Hot path, raw ASGI. Blobs are opaque octet-streams: never a ``Content-Encoding``, or clients
-would decode the layer and fail its digest check.
+Hot path, raw ASGI. On a store that can pre-sign (S3), a GET is redirected to a pre-signed GET
+URL, so no image byte flows through the gateway; clients keep ``Range`` across the redirect.
+A HEAD is always answered here: a pre-signed URL is bound to one method, so redirecting a HEAD
+to a GET-signed URL would fail. Blobs are opaque octet-streams: never a ``Content-Encoding``,
+or clients would decode the layer and fail its digest check.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from registry.errors import ErrorCode, RegistryError
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _OCTET_STREAM = (b"content-type", b"application/octet-stream")
 _ACCEPT_RANGES = (b"accept-ranges", b"bytes")
+_NO_BODY = (b"content-length", b"0")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -54,10 +58,16 @@ async def get_blob(scope: Scope, send: Send, resolver: Resolver, path_name: str,
     name, ns = repository(scope, path_name)
     digest = Digest.parse(reference)
     blob = await resolver.blob(name, digest)
-    headers = [_OCTET_STREAM, (b"docker-content-digest", blob.digest_header),
-               (b"etag", blob.etag), _ACCEPT_RANGES]
+    headers = [(b"docker-content-digest", blob.digest_header)]
     if ns:
         headers.append((b"oci-namespace", ns.encode("latin-1")))
+    if scope["method"] == "GET":
+        url = await resolver.blob_url(blob)
+        if url is not None:
+            headers += [(b"location", url.encode("latin-1")), _NO_BODY]
+            await respond(send, 307, headers)
+            return
+    headers += [_OCTET_STREAM, (b"etag", blob.etag), _ACCEPT_RANGES]
     span = parse_range(request_header(scope, b"range"), blob.size)
     start, end, status = 0, blob.size - 1, 200
     if span is not None:

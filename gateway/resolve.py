@@ -20,7 +20,7 @@ from registry.config import GatewayConfig
 from registry.digest import Digest
 from registry.errors import ErrorCode, RegistryError
 from registry.mediatypes import INDEX_TYPES, media_type_of, parse_manifest
-from registry.store import NotFound, ObjectStore
+from registry.store import NotFound, ObjectStore, presigner
 
 T = TypeVar("T")
 _MISSING: Any = object()
@@ -70,6 +70,10 @@ class Resolver:
         self.links: LRUCache[tuple[str, str, Digest], bool] = LRUCache(
             maxsize=max(1, config.link_cache_entries))
         self.blobs: LRUCache[Digest, Blob] = LRUCache(maxsize=max(1, config.blob_cache_entries))
+        self.redirect = config.blob_redirect
+        self.presign_expiry = int(config.presign_expiry)
+        self.urls: TTLCache[Digest, str] = TTLCache(
+            maxsize=max(1, config.blob_cache_entries), ttl=config.presign_expiry / 2)
         self._flights = SingleFlight()
 
     async def _cached(self, cache: Any, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
@@ -133,6 +137,17 @@ class Resolver:
             except NotFound:
                 continue
         raise NotFound(key)
+
+    async def blob_url(self, blob: Blob) -> str | None:
+        """A pre-signed URL for the blob's bytes when its store can sign and redirects are on."""
+        signer = presigner(blob.store) if self.redirect else None
+        if signer is None:
+            return None
+        url = self.urls.get(blob.digest)
+        if url is None:
+            url = await signer.presign_get(layout.blob_data(blob.digest), self.presign_expiry)
+            self.urls[blob.digest] = url
+        return url
 
     async def read_blob(self, blob: Blob, start: int, length: int) -> AsyncIterator[bytes]:
         try:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
 
-from registry.store import ObjectStore
+import pytest
+
+from registry.store import ObjectStore, presigner
 
 
 class CountingStore:
@@ -54,3 +60,77 @@ class CountingStore:
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+class CountingPresigner(CountingStore):
+    """A ``CountingStore`` over a store that pre-signs (S3): signing is counted, not a read."""
+
+    async def presign_get(self, key: str, expires_in: int) -> str:
+        self.calls["presign_get"] += 1
+        signer = presigner(self.inner)
+        assert signer is not None
+        return await signer.presign_get(key, expires_in)
+
+
+@dataclass(frozen=True)
+class MotoS3:
+    """A running moto S3 server, its fake credentials, and a plain botocore client to inspect it."""
+
+    endpoint: str
+    region: str
+    access_key: str
+    secret_key: str
+    admin: Any  # botocore S3 client (untyped)
+
+    def new_bucket(self) -> str:
+        """A fresh, empty bucket: tests share the server, never a bucket."""
+        name = f"test-{uuid.uuid4().hex[:16]}"
+        self.admin.create_bucket(Bucket=name)
+        return name
+
+    def url(self, bucket: str, prefix: str = "", **options: str) -> str:
+        """The store URL for ``bucket`` on this server; ``options`` add to the query."""
+        query = urlencode({"endpoint": self.endpoint, "region": self.region, **options})
+        return f"s3://{bucket}{'/' + prefix if prefix else ''}?{query}"
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[MotoS3]:
+    """One in-process moto server for the session, on a free port.
+
+    Stores get the endpoint from their URL, but credentials only from the AWS chain: so for the
+    rest of the session (from the first test that asks for S3) the environment holds fake keys and
+    none of a developer's AWS settings (profile, endpoint, config files), and is restored at exit.
+    Nothing else in the suite reads AWS_* variables.
+    """
+    # Imported here: moto pulls in Flask and every AWS model, a cost runs without S3 skip.
+    import botocore.session
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint, region = f"http://{host}:{port}", "us-east-1"
+    access_key, secret_key = "regfront-test-key", "regfront-test-secret"
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION",
+                     "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+            env.delenv(name, raising=False)
+        env.setenv("AWS_CONFIG_FILE", "/nonexistent/regfront-test/config")
+        env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/regfront-test/credentials")
+        env.setenv("AWS_ACCESS_KEY_ID", access_key)
+        env.setenv("AWS_SECRET_ACCESS_KEY", secret_key)
+        admin = botocore.session.get_session().create_client(
+            "s3", endpoint_url=endpoint, region_name=region)
+        moto = MotoS3(endpoint, region, access_key, secret_key, admin)
+        try:
+            yield moto
+        finally:
+            admin.close()
+            server.stop()
+
+
+@pytest.fixture
+def s3_url(moto_s3: MotoS3) -> str:
+    """The URL of an S3 store on a fresh bucket of the session's moto server."""
+    return moto_s3.url(moto_s3.new_bucket())

@@ -2,13 +2,14 @@
 
 A store is a flat key space of immutable-once-written objects under a root; keys come only from
 ``registry.layout``. Absence is always ``NotFound``; any other exception is a store failure.
-Writes are all-or-nothing: a reader never sees a partial object.
+Writes are all-or-nothing: a reader never sees a partial object. A store that can send clients
+to the bytes themselves (S3's pre-signed URLs) is also a ``Presigner``; ``presigner(store)`` says.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from registry.errors import ConfigError
@@ -61,6 +62,20 @@ class ObjectStore(Protocol):
         ...
 
 
+@runtime_checkable
+class Presigner(Protocol):
+    """A store that can hand clients a time-limited URL to fetch an object themselves (S3)."""
+
+    async def presign_get(self, key: str, expires_in: int) -> str:
+        """A URL that GETs ``key`` without credentials for ``expires_in`` seconds."""
+        ...
+
+
+def presigner(store: ObjectStore) -> Presigner | None:
+    """The store as a ``Presigner`` if it can redirect blob GETs, else ``None`` (serve bytes)."""
+    return store if isinstance(store, Presigner) else None
+
+
 def check_key(key: str) -> str:
     """Refuse keys that could leave the store's root; layout never builds them."""
     parts = key.rstrip("/").split("/")
@@ -70,7 +85,7 @@ def check_key(key: str) -> str:
 
 
 def open_store(url: str) -> ObjectStore:
-    """``file:///abs/path`` (or a plain path), ``memory://`` (tests)."""
+    """``file:///abs/path`` (or a plain path), ``s3://bucket[/prefix][?...]``, ``memory://``."""
     parts = urlsplit(url)
     if parts.scheme in ("", "file"):
         from registry.store.file import FileStore
@@ -83,5 +98,9 @@ def open_store(url: str) -> ObjectStore:
         from registry.store.memory import MemoryStore
 
         return MemoryStore()
+    if parts.scheme == "s3":
+        from registry.store.s3 import S3Store
+
+        return S3Store(url)
     raise ConfigError(f"storage url {url!r}: unsupported scheme {parts.scheme!r} "
-                      "(use file:///path or a plain path)")
+                      "(use file:///path, a plain path or s3://bucket/prefix)")

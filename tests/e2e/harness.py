@@ -239,7 +239,7 @@ class Server:
     """A distribution API server this session runs on loopback: regfront or registry:2."""
 
     port: int
-    root: Path  # the storage root it serves (the directory holding docker/registry/v2)
+    root: Path | str  # the store it serves: the directory holding docker/registry/v2, or a URL
     service: Service
 
     @property
@@ -278,10 +278,11 @@ class Gateway(Server):
 
     @property
     def store(self) -> Path:
+        assert isinstance(self.root, Path), "the session gateway serves a directory"
         return self.root
 
 
-def regfront_import(layout: Path, ref: str, image: str, store: Path) -> str:
+def regfront_import(layout: Path, ref: str, image: str, store: Path | str) -> str:
     """``regfront import oci:LAYOUT:REF IMAGE --storage STORE``; returns the digest it printed."""
     result = run([regfront_binary(), "import", f"oci:{layout}:{ref}", image, "--storage",
                   str(store)], env=clean_env("REGFRONT_"))
@@ -290,7 +291,7 @@ def regfront_import(layout: Path, ref: str, image: str, store: Path) -> str:
 
 
 @contextlib.contextmanager
-def serving_regfront(store: Path, workdir: Path) -> Iterator[Server]:
+def serving_regfront(store: Path | str, workdir: Path) -> Iterator[Server]:
     """``regfront serve --storage STORE`` on a free port, until the block ends."""
     port = free_port()
     argv = [regfront_binary(), "serve", "--storage", str(store), "--listen", f"{LOOPBACK}:{port}"]
@@ -300,23 +301,31 @@ def serving_regfront(store: Path, workdir: Path) -> Iterator[Server]:
 
 
 @contextlib.contextmanager
-def serving_registry2(root: Path, workdir: Path) -> Iterator[Server]:
-    """Debian's ``docker-registry`` (registry:2) over filesystem ``root``, until the block ends."""
+def serving_registry2(root: Path, workdir: Path,
+                      s3: dict[str, Any] | None = None) -> Iterator[Server]:
+    """Debian's ``docker-registry`` (registry:2) over filesystem ``root``, until the block ends.
+
+    With ``s3`` (the s3 driver's parameters), it serves that bucket instead of ``root``.
+    """
     binary = require_tool("docker-registry")
     port = free_port()
+    storage: dict[str, Any] = ({"s3": s3, "redirect": {"disable": True}} if s3 is not None else
+                               {"filesystem": {"rootdirectory": str(root)}})
     config = {
         "version": "0.1",
         "log": {"level": "warn"},  # access log lines are still written: tests read them
-        "storage": {"filesystem": {"rootdirectory": str(root)}, "delete": {"enabled": True}},
+        "storage": {**storage, "delete": {"enabled": True}},
         "http": {"addr": f"{LOOPBACK}:{port}", "secret": "regfront-e2e"},
     }
     config_path = workdir / f"registry2-{port}.yml"
     config_path.write_text(yaml.safe_dump(config))
     root.mkdir(parents=True, exist_ok=True)
-    # REGISTRY_* variables override the config file; none may leak in.
+    # REGISTRY_* variables override the config file; none may leak in. Its S3 driver fails with
+    # AWS_CA_BUNDLE set, so that goes too.
+    env = clean_env("REGISTRY_", "AWS_CA_BUNDLE")
     with started(f"registry:2 :{port}", [binary, "serve", str(config_path)],
                  workdir / f"registry2-{port}.log", lambda: _api_ready(port), "GET /v2/",
-                 env=clean_env("REGISTRY_")) as service:
+                 env=env) as service:
         yield Server(port, root, service)
 
 

@@ -1,4 +1,4 @@
-"""The store conformance suite: every backend must pass all of it (memory and file here)."""
+"""The store conformance suite: every backend must pass all of it (memory, file, S3 on moto)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,19 @@ import pytest
 from registry.store import NotFound, ObjectStore, check_key, open_store
 from registry.store.file import FileStore
 from registry.store.memory import MemoryStore
+from registry.store.s3 import S3Store
 
-BACKENDS: dict[str, Callable[[Path], ObjectStore]] = {
-    "memory": lambda tmp: MemoryStore(),
-    "file": lambda tmp: FileStore(str(tmp / "store")),
+# Each backend is built from the test's request (for fixtures only it needs) and tmp_path.
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], ObjectStore]] = {
+    "memory": lambda request, tmp: MemoryStore(),
+    "file": lambda request, tmp: FileStore(str(tmp / "store")),
+    "s3": lambda request, tmp: S3Store(request.getfixturevalue("s3_url")),
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStore]:
-    backend = BACKENDS[request.param](tmp_path)
+    backend = BACKENDS[request.param](request, tmp_path)
     yield backend
     await backend.close()
 

@@ -1,0 +1,369 @@
+"""The S3 store (aioboto3): AWS S3 or any S3-compatible endpoint, under an optional key prefix.
+
+``s3://bucket[/prefix][?endpoint=URL&region=NAME&signing_endpoint=URL&connect_timeout=SECONDS
+&read_timeout=SECONDS&max_attempts=N&addressing=path|virtual]``. Credentials, and the endpoint when
+the URL names none, come from the standard AWS chain (environment, profiles, instance roles).
+
+One client per store, opened lazily inside the running event loop and closed by ``close()``.
+``put_stream`` sends one ``PutObject`` for a stream that fits in a part and a multipart upload
+otherwise, aborted on any failure so nothing is committed; an abort that itself fails (or a process
+killed mid-upload) leaves parts behind, which a bucket lifecycle rule
+(``AbortIncompleteMultipartUpload``) reclaims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, cast, get_args
+from urllib.parse import parse_qsl, urlsplit
+
+import aioboto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from registry.errors import ConfigError
+from registry.store import CHUNK_SIZE, NotFound, check_key
+
+logger = logging.getLogger("regfront.store")
+
+Addressing = Literal["path", "virtual"]
+
+DEFAULT_CONNECT_TIMEOUT = 2.0
+DEFAULT_READ_TIMEOUT = 10.0
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_PART_SIZE = 8 * 1024 * 1024
+MIN_PART_SIZE = 5 * 1024 * 1024  # S3's floor for every part but the last
+MAX_PRESIGN_EXPIRY = 7 * 24 * 3600  # SigV4's ceiling
+LIST_PAGE_SIZE = 1000  # ListObjectsV2's maximum; tests shrink it to see pagination
+
+# Error codes that mean "no such object"; NoSuchBucket is deliberately absent: that is a
+# misconfiguration, not an absent key, and must surface as a store failure.
+_ABSENT = {"404", "NoSuchKey", "NotFound"}
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_DNS_BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")  # virtual-host safe, even over TLS
+_REGION = re.compile(r"[a-z0-9-]+")
+_ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+# The URL's query options: how to read each, when the value is acceptable, and what it must be.
+_OPTIONS: dict[str, tuple[Callable[[str], Any], Callable[[Any], object], str]] = {
+    "endpoint": (str, _is_http_url, "must be an http:// or https:// URL"),
+    "signing_endpoint": (str, _is_http_url, "must be an http:// or https:// URL"),
+    "region": (str, _REGION.fullmatch, "must be a region name such as eu-west-1"),
+    "connect_timeout": (float, lambda s: math.isfinite(s) and s > 0,
+                        "must be a positive number of seconds"),
+    "read_timeout": (float, lambda s: math.isfinite(s) and s > 0,
+                     "must be a positive number of seconds"),
+    "max_attempts": (int, lambda n: n >= 1, "must be a whole number, at least 1"),
+    "addressing": (str, lambda a: a in get_args(Addressing), "must be path or virtual"),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class S3Settings:
+    """Everything an ``s3://`` URL says; ``parse_url`` builds it."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint: str | None = None
+    region: str | None = None
+    signing_endpoint: str | None = None
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    addressing: Addressing | None = None
+
+    def client_config(self, *, custom_endpoint: bool) -> Config:
+        """botocore settings for a client of this store; ``custom_endpoint`` means "not AWS"."""
+        addressing = self.addressing or (
+            "path" if custom_endpoint
+            # On AWS, "auto" picks virtual hosts for such names anyway, but pre-signs them for
+            # the legacy global host, which opt-in regions and day-old buckets refuse.
+            else "virtual" if _DNS_BUCKET.fullmatch(self.bucket) else "auto")
+        # botocore's default CRC checksums on every request (and the aws-chunked uploads they
+        # bring) are rejected by several S3-compatible stores; AWS itself keeps the default.
+        checksums = ({"request_checksum_calculation": "when_required",
+                      "response_checksum_validation": "when_required"}
+                     if custom_endpoint else {})
+        return Config(
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            # total_max_attempts counts the first try, like AWS_MAX_ATTEMPTS; botocore's
+            # "max_attempts" key would count retries only.
+            retries={"mode": "standard", "total_max_attempts": self.max_attempts},
+            s3={"addressing_style": addressing},
+            signature_version="s3v4",
+            **checksums,
+        )
+
+
+def parse_url(url: str) -> S3Settings:
+    """Read an ``s3://`` storage URL; any mistake is a one-line ``ConfigError`` naming it."""
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"storage url {url!r}: {why}")
+
+    parts = urlsplit(url)
+    if parts.scheme != "s3":
+        raise bad("expected s3://bucket[/prefix]")
+    if not _BUCKET.fullmatch(parts.netloc):
+        raise bad("expected s3://bucket[/prefix] with a bucket name")
+    if parts.fragment:
+        raise bad("a storage url has no #fragment")
+    prefix = parts.path.strip("/")
+    if prefix:
+        try:
+            check_key(prefix)
+        except ValueError:
+            raise bad(f"prefix {prefix!r} has empty, '.' or '..' segments") from None
+
+    options: dict[str, Any] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in _OPTIONS:
+            raise bad(f"unknown option {name!r}")
+        if name in options:
+            raise bad(f"{name} is given twice")
+        convert, valid, why = _OPTIONS[name]
+        try:
+            options[name] = convert(value)
+        except ValueError:
+            raise bad(f"{name} {why}") from None
+        if not valid(options[name]):
+            raise bad(f"{name} {why}")
+    return S3Settings(bucket=parts.netloc, prefix=prefix, **options)
+
+
+class S3Store:
+    def __init__(self, url: str, *, part_size: int = DEFAULT_PART_SIZE) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size {part_size} is below S3's minimum of {MIN_PART_SIZE}")
+        self.url = url
+        self.settings = parse_url(url)
+        self.part_size = part_size
+        # By endpoint: the store's own, and the signing endpoint's if it has one. aiobotocore
+        # is untyped, so clients are Any, kept inside this class.
+        self._clients: dict[str | None, Any] = {}
+        self._session: aioboto3.Session | None = None
+        self._exits = contextlib.AsyncExitStack()
+        self._lock = asyncio.Lock()
+
+    def _key(self, key: str) -> str:
+        check_key(key)
+        return f"{self.settings.prefix}/{key}" if self.settings.prefix else key
+
+    async def _open(self, endpoint: str | None) -> Any:
+        if self._session is None:
+            self._session = aioboto3.Session()
+        custom = endpoint is not None or any(os.environ.get(v) for v in _ENDPOINT_ENV)
+        config = self.settings.client_config(custom_endpoint=custom)
+        creator = self._session.client("s3", endpoint_url=endpoint,
+                                       region_name=self.settings.region, config=config)
+        return await self._exits.enter_async_context(creator)
+
+    async def _client(self, endpoint: str | None) -> Any:
+        # Clients own an aiohttp session, which binds to the running loop: so not in __init__.
+        if endpoint not in self._clients:
+            async with self._lock:
+                if endpoint not in self._clients:
+                    self._clients[endpoint] = await self._open(endpoint)
+        return self._clients[endpoint]
+
+    async def _s3(self) -> Any:
+        return await self._client(self.settings.endpoint)
+
+    async def get(self, key: str) -> bytes:
+        body = await self._get_object(key)
+        try:
+            return cast(bytes, await body.read())
+        finally:
+            body.close()
+
+    async def size(self, key: str) -> int:
+        s3 = await self._s3()
+        try:
+            head = await s3.head_object(Bucket=self.settings.bucket, Key=self._key(key))
+        except ClientError as e:
+            if _absent(e):
+                raise NotFound(key) from None
+            raise
+        return int(head["ContentLength"])
+
+    async def read(self, key: str, start: int = 0,
+                   length: int | None = None) -> AsyncIterator[bytes]:
+        if start < 0 or (length is not None and length < 0):
+            raise ValueError(f"bad range: start={start} length={length}")
+        if length == 0:  # S3 has no empty Range; still say NotFound for a missing key
+            await self.size(key)
+            return _empty()
+        end = "" if length is None else str(start + length - 1)
+        try:
+            body = await self._get_object(key, f"bytes={start}-{end}" if start or end else None)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "InvalidRange":
+                raise
+            return _empty()  # the object exists but ends before ``start``: no bytes
+        return _Chunks(body)
+
+    async def _get_object(self, key: str, byte_range: str | None = None) -> Any:
+        s3 = await self._s3()
+        extra = {"Range": byte_range} if byte_range else {}
+        try:
+            response = await s3.get_object(Bucket=self.settings.bucket, Key=self._key(key),
+                                           **extra)
+        except ClientError as e:
+            if _absent(e):
+                raise NotFound(key) from None
+            raise
+        return response["Body"]
+
+    async def put(self, key: str, data: bytes) -> None:
+        s3 = await self._s3()
+        await s3.put_object(Bucket=self.settings.bucket, Key=self._key(key), Body=data)
+
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes]) -> None:
+        full_key = self._key(key)
+        stream = aiter(chunks)
+        buffer = bytearray()
+        more = await self._fill(stream, buffer)
+        s3 = await self._s3()
+        if not more:
+            await s3.put_object(Bucket=self.settings.bucket, Key=full_key, Body=bytes(buffer))
+            return
+
+        upload = await s3.create_multipart_upload(Bucket=self.settings.bucket, Key=full_key)
+        upload_id: str = upload["UploadId"]
+        parts: list[dict[str, Any]] = []
+        try:
+            while True:
+                # Send whole parts while more than a part is buffered, so the final part (sent
+                # once the stream ends) is never empty; R2 also wants all but the last equal.
+                while len(buffer) > self.part_size or (not more and buffer):
+                    body = bytes(buffer[:self.part_size])
+                    del buffer[:self.part_size]
+                    number = len(parts) + 1
+                    sent = await s3.upload_part(Bucket=self.settings.bucket, Key=full_key,
+                                                UploadId=upload_id, PartNumber=number, Body=body)
+                    parts.append({"ETag": sent["ETag"], "PartNumber": number})
+                if not more:
+                    break
+                more = await self._fill(stream, buffer)
+            await s3.complete_multipart_upload(Bucket=self.settings.bucket, Key=full_key,
+                                               UploadId=upload_id,
+                                               MultipartUpload={"Parts": parts})
+        except BaseException:
+            try:
+                await s3.abort_multipart_upload(Bucket=self.settings.bucket, Key=full_key,
+                                                UploadId=upload_id)
+            except Exception:
+                logger.warning("could not abort multipart upload %s of %s", upload_id,
+                               full_key, exc_info=True)
+            raise
+
+    async def _fill(self, stream: AsyncIterator[bytes], buffer: bytearray) -> bool:
+        """Read until more than one part is buffered; False when the stream ended first."""
+        while len(buffer) <= self.part_size:
+            try:
+                buffer += await anext(stream)
+            except StopAsyncIteration:
+                return False
+        return True
+
+    async def children(self, prefix: str) -> list[str]:
+        full_prefix = self._key(prefix)
+        s3 = await self._s3()
+        names: set[str] = set()
+        pages = s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.settings.bucket, Prefix=full_prefix, Delimiter="/",
+            PaginationConfig={"PageSize": LIST_PAGE_SIZE})
+        async for page in pages:
+            names.update(p["Prefix"][len(full_prefix):].rstrip("/")
+                         for p in page.get("CommonPrefixes", ()))
+            names.update(o["Key"][len(full_prefix):] for o in page.get("Contents", ()))
+        names.discard("")  # an object named exactly ``prefix`` is not a child
+        return sorted(names)
+
+    async def delete(self, key: str) -> None:
+        s3 = await self._s3()
+        await s3.delete_object(Bucket=self.settings.bucket, Key=self._key(key))
+
+    async def presign_get(self, key: str, expires_in: int) -> str:
+        """A GET URL for ``key`` valid ``expires_in`` seconds, addressed at ``signing_endpoint``.
+
+        Signed with whatever credentials the store holds: URLs signed with temporary (role)
+        credentials stop working when those expire, whatever ``expires_in`` says.
+        """
+        if not 1 <= expires_in <= MAX_PRESIGN_EXPIRY:
+            raise ValueError(f"expires_in {expires_in} is outside 1..{MAX_PRESIGN_EXPIRY}")
+        signer = await self._client(self.settings.signing_endpoint or self.settings.endpoint)
+        url = await signer.generate_presigned_url(
+            "get_object", Params={"Bucket": self.settings.bucket, "Key": self._key(key)},
+            ExpiresIn=expires_in)
+        return str(url)
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._clients.clear()
+            exits, self._exits = self._exits, contextlib.AsyncExitStack()
+            await exits.aclose()
+
+
+def _absent(error: ClientError) -> bool:
+    return bool(error.response.get("Error", {}).get("Code") in _ABSENT)
+
+
+class _Chunks:
+    """An open GetObject body as an iterator that always gives its pooled connection back.
+
+    aiohttp keeps an unfinished response alive from its connection pool, so one dropped unread
+    (a client that hung up before streaming began) would hold a pooled connection forever, and a
+    few dozen would hang the store: hence ``__del__``, not a generator's ``finally``.
+    """
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+        self._open = True
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self._open:
+            raise StopAsyncIteration
+        try:
+            chunk = cast(bytes, await self._body.read(CHUNK_SIZE))
+        except BaseException:
+            self.close()
+            raise
+        if not chunk:
+            self.close()
+            raise StopAsyncIteration
+        return chunk
+
+    def close(self) -> None:
+        """Drop the connection unless the body was read to its end (then it is pooled already)."""
+        if self._open:
+            self._open = False
+            self._body.close()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # the loop may be gone at interpreter exit
+            self.close()
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield
