@@ -64,7 +64,7 @@ async def get_blob(scope: Scope, send: Send, resolver: Resolver, path_name: str,
     if scope["method"] == "GET":
         url = await resolver.blob_url(blob)
         if url is not None:
-            headers += [(b"location", url.encode("latin-1")), _NO_BODY]
+            headers += [(b"location", url), _NO_BODY]
             await respond(send, 307, headers)
             return
     headers += [_OCTET_STREAM, (b"etag", blob.etag), _ACCEPT_RANGES]

@@ -23,6 +23,7 @@ from registry.mediatypes import INDEX_TYPES, media_type_of, parse_manifest
 from registry.store import NotFound, ObjectStore, presigner
 
 T = TypeVar("T")
+PRESIGNED_REUSE_MAX = 300.0
 _MISSING: Any = object()
 
 
@@ -70,10 +71,15 @@ class Resolver:
         self.links: LRUCache[tuple[str, str, Digest], bool] = LRUCache(
             maxsize=max(1, config.link_cache_entries))
         self.blobs: LRUCache[Digest, Blob] = LRUCache(maxsize=max(1, config.blob_cache_entries))
-        self.redirect = config.blob_redirect
+        # Looked up once: isinstance against a runtime-checkable protocol costs microseconds.
+        self._signers = {id(store): signer for store in stores
+                         if config.blob_redirect and (signer := presigner(store)) is not None}
         self.presign_expiry = int(config.presign_expiry)
-        self.urls: TTLCache[Digest, str] = TTLCache(
-            maxsize=max(1, config.blob_cache_entries), ttl=config.presign_expiry / 2)
+        # A URL is reused for half its lifetime, at most 5 minutes: one signed with temporary
+        # credentials (IAM roles) dies with them, and botocore renews those 10 minutes early.
+        self.urls: TTLCache[Digest, bytes] = TTLCache(
+            maxsize=max(1, config.blob_cache_entries),
+            ttl=min(config.presign_expiry / 2, PRESIGNED_REUSE_MAX))
         self._flights = SingleFlight()
 
     async def _cached(self, cache: Any, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
@@ -138,15 +144,15 @@ class Resolver:
                 continue
         raise NotFound(key)
 
-    async def blob_url(self, blob: Blob) -> str | None:
-        """A pre-signed URL for the blob's bytes when its store can sign and redirects are on."""
-        signer = presigner(blob.store) if self.redirect else None
+    async def blob_url(self, blob: Blob) -> bytes | None:
+        """A pre-signed URL (as a header value) when the blob's store signs and redirects are on."""
+        signer = self._signers.get(id(blob.store))
         if signer is None:
             return None
         url = self.urls.get(blob.digest)
         if url is None:
-            url = await signer.presign_get(layout.blob_data(blob.digest), self.presign_expiry)
-            self.urls[blob.digest] = url
+            signed = await signer.presign_get(layout.blob_data(blob.digest), self.presign_expiry)
+            url = self.urls[blob.digest] = signed.encode("latin-1")
         return url
 
     async def read_blob(self, blob: Blob, start: int, length: int) -> AsyncIterator[bytes]:

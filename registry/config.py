@@ -66,8 +66,8 @@ class GatewayConfig(StrictModel):
     blob_cache_entries: int = Field(default=200_000, ge=0)
     # Blob GETs on a store that can pre-sign (S3) are 307s to the bucket; off = stream bytes.
     blob_redirect: bool = True
-    # Lifetime of a pre-signed URL; each is reused for its first half, so clients always get
-    # at least half of it (signing costs hundreds of microseconds).
+    # Lifetime of a pre-signed URL; each is reused for its first half (5 minutes at most), so
+    # clients always get at least half of it (signing costs hundreds of microseconds).
     presign_expiry: Duration = Field(default=1200.0, ge=60, le=7 * 86400)
 
     @field_validator("listen")
