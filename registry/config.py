@@ -9,47 +9,19 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ByteSize,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-)
+from pydantic import ByteSize, Field, ValidationError, field_validator
 
-from registry.errors import ConfigError
+from registry.configtypes import Duration, StrictModel
+from registry.errors import ConfigError, RegistryError
+from registry.mirrorconfig import MirrorRule, SyncConfig, UpstreamConfig
+from registry.names import DOCKER_HUB, canonical_registry
 from registry.store import DEFAULT_STORAGE_URL
 
 DEFAULT_LISTEN = "127.0.0.1:5000"
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number or a Go-style string (``500ms``, ``90s``, ``15m``, ``1h30m``)."""
-    if isinstance(value, bool):
-        raise ValueError("invalid duration")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and value and _DURATION_PART.sub("", value.strip()) == "":
-        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
-    else:
-        raise ValueError(f"invalid duration {value!r} (use e.g. 500ms, 30s, 15m, 1h)")
-    if seconds < 0:
-        raise ValueError("duration must not be negative")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_UNION_LABEL = re.compile(r"^[A-Z]|\[")
 
 
 class StorageConfig(StrictModel):
@@ -81,6 +53,14 @@ class Config(StrictModel):
     storage: list[StorageConfig] = Field(
         default_factory=lambda: [StorageConfig(url=DEFAULT_STORAGE_URL)], min_length=1)
     gateway: GatewayConfig = GatewayConfig()
+    upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
+    mirror: list[MirrorRule] = Field(default_factory=list)
+    sync: SyncConfig = SyncConfig()
+
+    @property
+    def primary(self) -> StorageConfig:
+        """The last store: the one sync writes to (the others are replicas of it)."""
+        return self.storage[-1]
 
 
 def with_overrides(config: Config, storage: Sequence[str] = (),
@@ -122,15 +102,44 @@ def load_config(path: str | Path | None) -> Config:
 def parse_config(text: str, source: str = "<config>") -> Config:
     data, lines = _load_yaml(text, source)
     try:
-        return Config.model_validate(data if data is not None else {})
+        config = Config.model_validate(data if data is not None else {})
     except ValidationError as exc:
         raise ConfigError(_describe(exc, lines, source)) from None
+    _check_references(config, lines, source)
+    return config
+
+
+def _check_references(config: Config, lines: dict[tuple[Any, ...], int], source: str) -> None:
+    """What one key's validator cannot see: names across sections."""
+    def fail(loc: tuple[Any, ...], message: str) -> None:
+        key = ".".join(str(part) for part in loc)
+        raise ConfigError(f"{source}:{lines.get(loc, 1)}: {key}: {message}")
+
+    for registry in config.upstreams:
+        try:
+            canonical_registry(registry)
+        except RegistryError:
+            fail(("upstreams", registry), f"{registry!r} is not a registry host name")
+    seen: set[str] = set()
+    for index, rule in enumerate(config.mirror):
+        if rule.name in seen:
+            fail(("mirror", index, "name"), f"duplicate rule name {rule.name!r}")
+        seen.add(rule.name)
+        if rule.registry not in config.upstreams:
+            known = ", ".join(sorted(config.upstreams)) or "none configured"
+            fail(("mirror", index, "registry"),
+                 f"{rule.registry!r} is not a key of upstreams ({known})")
+        globs = [r for r in rule.repositories if any(ch in r for ch in "*?[")]
+        if globs and canonical_registry(rule.registry) == DOCKER_HUB:
+            fail(("mirror", index, "repositories"),
+                 f"{globs[0]!r}: Docker Hub has no catalog to expand a glob; list repositories")
 
 
 def _describe(exc: ValidationError, lines: dict[tuple[Any, ...], int], source: str) -> str:
     # A misspelt key also makes its intended key "missing": report the misspelling.
     error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    loc = tuple(error["loc"])
+    # Drop the union-member labels pydantic adds (``TagFilter``, ``list[str]``): not keys.
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and _UNION_LABEL.search(p)))
     # The deepest located prefix: a missing key has no line of its own, its parent does.
     line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), 1)
     key = ".".join(str(part) for part in loc) or "(top level)"

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.config import Config, load_config, parse_config, parse_duration
+from registry.config import Config, load_config, parse_config
+from registry.configtypes import parse_duration
 from registry.errors import ConfigError
 
 
@@ -33,7 +34,7 @@ def test_a_full_gateway_section(tmp_path: Path) -> None:
     ("gateway:\n  tag_ttl: soon\n", "c.yaml:2: gateway.tag_ttl: invalid duration 'soon'"),
     ("gateway:\n  listen: nowhere\n", "c.yaml:2: gateway.listen: invalid listen address"),
     ("storage: []\n", "c.yaml:1: storage:"),
-    ("upstreams: {}\n", "c.yaml:1: upstreams: unknown key"),
+    ("auth: {}\n", "c.yaml:1: auth: unknown key"),
     ("gateway: [1\n", "c.yaml:2: invalid YAML"),
     ("gateway:\n  workers: 1\n  workers: 2\n", "c.yaml:3: invalid YAML: duplicate key 'workers'"),
 ])

@@ -1,0 +1,174 @@
+"""The sync side of the config file: ``upstreams:`` (where images come from) and ``mirror:``
+(which of them to copy, and when). Validated as strictly as the rest: see registry/config.py.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from registry.configtypes import Duration, StrictModel
+from registry.names import validate_name
+
+_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$|^sha512:[a-f0-9]{128}$")
+RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_SEMVER_COMPARATOR = re.compile(r"^(>=|<=|>|<|==|=|!=)?v?\d+(\.\d+){0,2}(-[0-9A-Za-z.-]+)?$")
+
+
+class Credentials(StrictModel):
+    """Where an upstream's username and password come from; never the secret itself."""
+
+    username: str | None = None
+    username_env: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    # A docker config.json: its "auths" entry for the upstream's host.
+    docker_config: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Credentials:
+        if self.docker_config is not None:
+            if any((self.username, self.username_env, self.password_env, self.password_file)):
+                raise ValueError("docker_config excludes username/password settings")
+            return self
+        if (self.username is None) == (self.username_env is None):
+            raise ValueError("set exactly one of username, username_env")
+        if (self.password_env is None) == (self.password_file is None):
+            raise ValueError("set exactly one of password_env, password_file")
+        return self
+
+
+class UpstreamConfig(StrictModel):
+    urls: list[str] = Field(min_length=1)
+    credentials: Credentials | None = None
+    tls_verify: bool = True
+    ca_file: str | None = None
+    # Bounds on what one sync worker asks of this upstream.
+    concurrency: int = Field(default=8, ge=1, le=256)
+    rate_limit: float | None = Field(default=None, gt=0)  # requests per second
+    timeout: Duration = 60.0
+    connect_timeout: Duration = 10.0
+    retries: int = Field(default=4, ge=0, le=20)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not re.match(r"^https?://[^/\s]+/?$", url):
+                raise ValueError(f"{url!r} is not an http(s)://host[:port] URL")
+        return [url.rstrip("/") for url in urls]
+
+
+class TagFilter(StrictModel):
+    """Kept: any ``include`` (default all), no ``exclude``, inside ``semver``, then the
+    ``latest`` N; ``names`` are always added."""
+
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    semver: str | None = None
+    latest: int | None = Field(default=None, ge=1)
+    names: list[str] = Field(default_factory=list)
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _regexes(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+        return patterns
+
+    @field_validator("semver")
+    @classmethod
+    def _semver(cls, value: str | None) -> str | None:
+        if value is not None:
+            comparators = value.replace(",", " ").split()
+            if not comparators or not all(_SEMVER_COMPARATOR.match(c) for c in comparators):
+                raise ValueError(f"invalid semver range {value!r} (e.g. '>=1.25 <2')")
+        return value
+
+
+class Every(StrictModel):
+    every: Duration = Field(gt=0)
+    jitter: Duration = 0.0
+
+
+def _cron(value: Any) -> Any:
+    if isinstance(value, str):
+        from croniter import croniter
+
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"invalid cron schedule {value!r} (5 fields: m h dom mon dow)")
+    return value
+
+
+Schedule = Annotated[str, BeforeValidator(_cron)] | Every
+
+
+class MirrorRule(StrictModel):
+    name: str
+    registry: str
+    repositories: list[str] = Field(min_length=1)
+    tags: TagFilter | list[str] = Field(default_factory=TagFilter)
+    digests: list[str] = Field(default_factory=list)
+    platforms: list[str] | None = None
+    referrers: bool = False
+    schedule: Schedule | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not RULE_NAME.match(value):
+            raise ValueError(f"invalid rule name {value!r} (lowercase letters, digits, . _ -)")
+        return value
+
+    @field_validator("repositories")
+    @classmethod
+    def _repositories(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not any(ch in value for ch in "*?["):
+                validate_name(value)  # globs are checked against the upstream's catalog
+        return values
+
+    @field_validator("digests")
+    @classmethod
+    def _digests(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _DIGEST.match(value):
+                raise ValueError(f"invalid digest {value!r} (sha256:<64 hex>)")
+        return values
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tag_names(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for item in value:
+                if not isinstance(item, str):
+                    # YAML reads 1.10 as the number 1.1: a tag list must be quoted.
+                    raise ValueError(f"tag {item!r} is not a string: quote it ('{item}')")
+        return value
+
+    @field_validator("platforms")
+    @classmethod
+    def _platforms(cls, values: list[str] | None) -> list[str] | None:
+        for value in values or []:
+            if not re.match(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$", value):
+                raise ValueError(f"invalid platform {value!r} (os/arch[/variant])")
+        return values
+
+    @property
+    def tag_filter(self) -> TagFilter:
+        if isinstance(self.tags, list):  # a plain list: exactly these tags
+            return TagFilter(include=["(?!)"], names=self.tags)
+        return self.tags
+
+
+class SyncConfig(StrictModel):
+    # Blobs copied at once per run, across upstreams; each streams in bounded chunks.
+    blob_concurrency: int = Field(default=4, ge=1, le=64)
+    # A rule's lease outlives a dead holder by at most this; a live holder renews it.
+    lease_ttl: Duration = Field(default=300.0, ge=10)
+
