@@ -58,6 +58,18 @@ class CountingStore:
         self.calls["delete"] += 1
         await self.inner.delete(key)
 
+    async def get_versioned(self, key: str) -> tuple[bytes, str]:
+        self.calls["get_versioned"] += 1
+        return await self.inner.get_versioned(key)
+
+    async def create(self, key: str, data: bytes) -> str:
+        self.calls["create"] += 1
+        return await self.inner.create(key, data)
+
+    async def replace(self, key: str, data: bytes, version: str) -> str:
+        self.calls["replace"] += 1
+        return await self.inner.replace(key, data, version)
+
     async def close(self) -> None:
         await self.inner.close()
 

@@ -18,6 +18,14 @@ DEFAULT_STORAGE_URL = "./regfront-data"
 CHUNK_SIZE = 1024 * 1024
 
 
+class PreconditionFailed(Exception):
+    """A conditional write lost: the object exists (``create``) or changed (``replace``)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
 class NotFound(Exception):
     """The key does not exist in this store."""
 
@@ -53,6 +61,20 @@ class ObjectStore(Protocol):
 
     async def children(self, prefix: str) -> list[str]:
         """Sorted names directly under ``prefix`` (which ends in ``/``); ``[]`` if none."""
+        ...
+
+    # Conditional writes (leases, the miss queue): compare-and-swap on an opaque version.
+
+    async def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The object and its version, for ``replace``."""
+        ...
+
+    async def create(self, key: str, data: bytes) -> str:
+        """Write only if ``key`` is absent (else ``PreconditionFailed``); returns the version."""
+        ...
+
+    async def replace(self, key: str, data: bytes, version: str) -> str:
+        """Write only if ``key`` is still at ``version`` (else ``PreconditionFailed``)."""
         ...
 
     async def delete(self, key: str) -> None:

@@ -6,6 +6,8 @@ directory and are renamed into place, so readers see a whole object or none.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
@@ -14,7 +16,7 @@ from typing import BinaryIO
 
 from anyio import to_thread
 
-from registry.store import CHUNK_SIZE, NotFound, check_key
+from registry.store import CHUNK_SIZE, NotFound, PreconditionFailed, check_key
 
 _TEMP_MARK = ".regfront-tmp-"
 
@@ -97,6 +99,35 @@ class FileStore:
         except (FileNotFoundError, NotADirectoryError):
             return []
         return sorted(n for n in names if _TEMP_MARK not in n)
+
+    async def get_versioned(self, key: str) -> tuple[bytes, str]:
+        data = await self.get(key)
+        return data, hashlib.sha256(data).hexdigest()
+
+    async def create(self, key: str, data: bytes) -> str:
+        return await to_thread.run_sync(self._swap, key, data, None)
+
+    async def replace(self, key: str, data: bytes, version: str) -> str:
+        return await to_thread.run_sync(self._swap, key, data, version)
+
+    def _swap(self, key: str, data: bytes, version: str | None) -> str:
+        """Compare-and-swap under an exclusive lock on a sidecar file (hidden from listings)."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(f"{path.name}{_TEMP_MARK}lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current = path.read_bytes()
+            except FileNotFoundError:
+                current = None
+            expected_absent = version is None
+            if (current is None) != expected_absent or (
+                    current is not None and hashlib.sha256(current).hexdigest() != version):
+                raise PreconditionFailed(key)
+            temp = path.with_name(f"{path.name}{_TEMP_MARK}{uuid.uuid4().hex}")
+            temp.write_bytes(data)
+            os.replace(temp, path)
+        return hashlib.sha256(data).hexdigest()
 
     async def delete(self, key: str) -> None:
         await to_thread.run_sync(lambda: self._path(key).unlink(missing_ok=True))

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterable, AsyncIterator
 
-from registry.store import CHUNK_SIZE, NotFound, check_key
+from registry.store import CHUNK_SIZE, NotFound, PreconditionFailed, check_key
+
+
+def _version(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class MemoryStore:
@@ -44,6 +49,23 @@ class MemoryStore:
         names = {key[len(prefix):].split("/", 1)[0]
                  for key in self.objects if key.startswith(prefix)}
         return sorted(names)
+
+    async def get_versioned(self, key: str) -> tuple[bytes, str]:
+        data = await self.get(key)
+        return data, _version(data)
+
+    async def create(self, key: str, data: bytes) -> str:
+        if check_key(key) in self.objects:
+            raise PreconditionFailed(key)
+        self.objects[key] = bytes(data)
+        return _version(data)
+
+    async def replace(self, key: str, data: bytes, version: str) -> str:
+        current = self.objects.get(check_key(key))
+        if current is None or _version(current) != version:
+            raise PreconditionFailed(key)
+        self.objects[key] = bytes(data)
+        return _version(data)
 
     async def delete(self, key: str) -> None:
         self.objects.pop(key, None)

@@ -29,7 +29,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from registry.errors import ConfigError
-from registry.store import CHUNK_SIZE, NotFound, check_key
+from registry.store import CHUNK_SIZE, NotFound, PreconditionFailed, check_key
 
 logger = logging.getLogger("regfront.store")
 
@@ -46,6 +46,7 @@ LIST_PAGE_SIZE = 1000  # ListObjectsV2's maximum; tests shrink it to see paginat
 # Error codes that mean "no such object"; NoSuchBucket is deliberately absent: that is a
 # misconfiguration, not an absent key, and must surface as a store failure.
 _ABSENT = {"404", "NoSuchKey", "NotFound"}
+_CONDITION_LOST = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DNS_BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")  # virtual-host safe, even over TLS
 _REGION = re.compile(r"[a-z0-9-]+")
@@ -230,6 +231,41 @@ class S3Store:
     async def put(self, key: str, data: bytes) -> None:
         s3 = await self._s3()
         await s3.put_object(Bucket=self.settings.bucket, Key=self._key(key), Body=data)
+
+    async def get_versioned(self, key: str) -> tuple[bytes, str]:
+        s3 = await self._s3()
+        try:
+            response = await s3.get_object(Bucket=self.settings.bucket, Key=self._key(key))
+        except ClientError as e:
+            if _absent(e):
+                raise NotFound(key) from None
+            raise
+        body = response["Body"]
+        try:
+            return cast(bytes, await body.read()), str(response["ETag"])
+        finally:
+            body.close()
+
+    async def create(self, key: str, data: bytes) -> str:
+        # S3 (and GCS's XML API, R2, MinIO) honour If-None-Match: * on PutObject.
+        return await self._put_conditional(key, data, IfNoneMatch="*")
+
+    async def replace(self, key: str, data: bytes, version: str) -> str:
+        return await self._put_conditional(key, data, IfMatch=version)
+
+    async def _put_conditional(self, key: str, data: bytes, **condition: str) -> str:
+        s3 = await self._s3()
+        try:
+            response = await s3.put_object(Bucket=self.settings.bucket, Key=self._key(key),
+                                           Body=data, **condition)
+        except ClientError as e:
+            # 412 when the condition failed; 409 when a concurrent conditional write won; 404
+            # when If-Match names an object that is gone.
+            if e.response.get("Error", {}).get("Code") in _CONDITION_LOST or (
+                    "IfMatch" in condition and _absent(e)):
+                raise PreconditionFailed(key) from None
+            raise
+        return str(response["ETag"])
 
     async def put_stream(self, key: str, chunks: AsyncIterable[bytes]) -> None:
         full_key = self._key(key)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.store import NotFound, ObjectStore, check_key, open_store
+from registry.store import NotFound, ObjectStore, PreconditionFailed, check_key, open_store
 from registry.store.file import FileStore
 from registry.store.memory import MemoryStore
 from registry.store.s3 import S3Store
@@ -154,3 +154,32 @@ def test_open_store_rejects_unknown_schemes() -> None:
         open_store("gopher://x")
     with pytest.raises(ConfigError, match="file:///absolute/path"):
         open_store("file://host/x")
+
+
+async def test_create_writes_only_what_is_absent(store: ObjectStore) -> None:
+    version = await store.create("lease", b"mine")
+    assert await store.get_versioned("lease") == (b"mine", version)
+    with pytest.raises(PreconditionFailed):
+        await store.create("lease", b"theirs")
+    assert await store.get("lease") == b"mine"
+
+
+async def test_replace_is_compare_and_swap(store: ObjectStore) -> None:
+    first = await store.create("lease", b"one")
+    second = await store.replace("lease", b"two", first)
+    assert second != first
+    with pytest.raises(PreconditionFailed):
+        await store.replace("lease", b"three", first)  # stale version: someone else wrote
+    assert await store.get_versioned("lease") == (b"two", second)
+    with pytest.raises(PreconditionFailed):
+        await store.replace("absent", b"x", second)
+
+
+async def test_conditional_files_are_not_listed(store: ObjectStore) -> None:
+    await store.create("leases/a", b"1")
+    assert await store.children("leases/") == ["a"]
+
+
+async def test_get_versioned_of_a_missing_key(store: ObjectStore) -> None:
+    with pytest.raises(NotFound):
+        await store.get_versioned("nothing")
