@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
-from gateway.flight import SingleFlight
+from registry.flight import SingleFlight
 from registry import layout
 from registry.config import GatewayConfig
 from registry.digest import Digest

@@ -68,3 +68,13 @@ def referrer_entry(name: str, subject: Digest, digest: Digest) -> str:
 def referrers_tag(subject: Digest) -> str:
     """The OCI 1.1 fallback tag (``sha256-<hex>``) that clients push when a registry has no API."""
     return f"{subject.algorithm}-{subject.hex}"
+
+
+def sync_lease(rule: str) -> str:
+    """The lease a sync worker holds while it runs ``rule`` (conditional writes only)."""
+    return f"{REGFRONT_ROOT}/sync/leases/{rule}"
+
+
+def sync_state(rule: str) -> str:
+    """What the last runs of ``rule`` did: times, and the digest each mirrored tag had."""
+    return f"{REGFRONT_ROOT}/sync/state/{rule}.json"
