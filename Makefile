@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# containerd, skopeo and docker-registry (registry:2) for the end-to-end tests.
+# containerd, skopeo, docker-registry (registry:2) and htpasswd (apache2-utils) for the tests.
 system-deps:
-	bash .ci/debian-packages.sh containerd skopeo docker-registry
+	bash .ci/debian-packages.sh containerd skopeo docker-registry apache2-utils
 
 bench-deps:
 	bash .ci/debian-packages.sh wrk hey

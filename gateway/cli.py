@@ -1,4 +1,4 @@
-"""The ``regfront`` command: ``serve``, ``import``, ``containerd-config``.
+"""The ``regfront`` command: ``serve``, ``sync``, ``import``, ``containerd-config``.
 
 Every flag has a ``REGFRONT_*`` environment twin. Configuration mistakes print one line naming
 the file, line and key (or the flag) and exit 1 before anything is served or written.
@@ -81,6 +81,57 @@ def app_from_environment() -> Any:
     from gateway.app import create_app
 
     return create_app(Config.model_validate_json(os.environ[_RESOLVED_CONFIG_ENV]))
+
+
+@main.command("sync")
+@click.option("--config", "config_file", envvar="REGFRONT_CONFIG", required=True,
+              type=click.Path(dir_okay=False), help="YAML config file (upstreams:, mirror:).")
+@click.option("--storage", multiple=True, envvar="REGFRONT_STORAGE",
+              help="Store URLs (replaces storage:); sync writes to the last, the primary.")
+@click.option("--once", is_flag=True, envvar="REGFRONT_SYNC_ONCE",
+              help="Run every selected rule once and exit (CronJob, Cloud Run job, ECS task).")
+@click.option("--rule", "rule_names", multiple=True, envvar="REGFRONT_SYNC_RULE",
+              help="Only this rule (repeatable). Default: all.")
+@click.option("--dry-run", is_flag=True, envvar="REGFRONT_SYNC_DRY_RUN",
+              help="Say what would be copied; write nothing.")
+@click.option("--json/--no-json", "json_lines", default=None, envvar="REGFRONT_SYNC_JSON",
+              help="JSON log lines (default when stdout is not a terminal).")
+def sync_command(config_file: str, storage: tuple[str, ...], once: bool,
+                 rule_names: tuple[str, ...], dry_run: bool, json_lines: bool | None) -> None:
+    """Mirror the configured upstream repositories into the primary store."""
+    import time
+
+    from sync.report import JsonEvents, RichEvents, print_summary, summary
+    from sync.worker import Events, Syncer, exit_status
+
+    config = _config_with_overrides(config_file, storage, {})
+    terminal = sys.stdout.isatty() if json_lines is None else not json_lines
+    try:
+        syncer = Syncer(config, dry_run=dry_run)
+        rules = syncer.rules(rule_names)
+    except (ConfigError, KeyError) as exc:
+        _fail(str(exc).strip("'\""))
+    events: Events = RichEvents() if terminal else JsonEvents()
+    if not rules:
+        _fail(f"{config_file}: no mirror rules to run")
+
+    async def run() -> int:
+        started = time.monotonic()
+        try:
+            if once or dry_run:
+                results = await syncer.run_once(rules)
+            else:
+                await syncer.run_forever(rules)
+                return 0
+        finally:
+            if isinstance(events, RichEvents):
+                events.stop()
+            await syncer.aclose()
+        print_summary(summary(results, time.monotonic() - started), terminal=terminal)
+        return exit_status(results)
+
+    syncer.events = events
+    sys.exit(asyncio.run(run()))
 
 
 @main.command("import")

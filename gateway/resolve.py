@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
-from registry.flight import SingleFlight
 from registry import layout
 from registry.config import GatewayConfig
 from registry.digest import Digest
 from registry.errors import ErrorCode, RegistryError
+from registry.flight import SingleFlight
 from registry.mediatypes import INDEX_TYPES, media_type_of, parse_manifest
 from registry.store import NotFound, ObjectStore, presigner
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import random
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,3 +120,29 @@ def docker_archive(path: Path, images: list[tuple[list[dict[str, bytes]], list[s
     members["manifest.json"] = json.dumps(entries).encode()
     path.write_bytes(layer_tar(members))
     return path
+
+
+def random_layer(rng: random.Random, size: int, name: str) -> dict[str, bytes]:
+    """One file of incompressible bytes: a layer whose size is what it says."""
+    return {name: rng.randbytes(size)}
+
+
+def fleet_layout(root: Path, tags: list[str], *, shared_layers: int = 4,
+                 layer_size: int = 64 * 1024, seed: int = 7) -> Layout:
+    """Images that share most of their layers, as a fleet's do: one ref per tag, each with the
+    same ``shared_layers`` base layers and one layer of its own; plus ``multi``, an index of
+    linux/amd64, linux/arm64/v8 and linux/arm/v7 images on the same base."""
+    rng = random.Random(seed)
+    layout = Layout(root)
+    base = [random_layer(rng, layer_size, f"base/{i}") for i in range(shared_layers)]
+    for tag in tags:
+        image = layout.image([*base, random_layer(rng, layer_size // 4, f"app/{tag}")])
+        layout.tag(image, tag)
+    children = []
+    for arch, variant in (("amd64", None), ("arm64", "v8"), ("arm", "v7")):
+        child = layout.image([*base, {"arch": arch.encode()}], architecture=arch)
+        if variant:
+            child["platform"]["variant"] = variant
+        children.append(child)
+    layout.tag(layout.index(children), "multi")
+    return layout

@@ -1,0 +1,47 @@
+"""What sync knows between runs, kept in the bucket (no database): per rule, when it last ran
+and succeeded, and the digest and time of every tag it mirrored. Operators and the gateway's
+metrics read it; sync itself needs none of it to be correct (the bucket's links are the truth).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from registry import layout
+from registry.store import NotFound, ObjectStore
+
+
+@dataclass
+class TagState:
+    digest: str
+    synced_at: float
+
+
+@dataclass
+class RuleState:
+    last_run: float | None = None
+    last_success: float | None = None
+    last_error: str | None = None
+    tags: dict[str, TagState] = field(default_factory=dict)  # "name:tag" -> state
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> RuleState:
+        raw: dict[str, Any] = json.loads(data)
+        tags = {k: TagState(**v) for k, v in raw.pop("tags", {}).items()}
+        return cls(**raw, tags=tags)
+
+
+async def load_state(store: ObjectStore, rule: str) -> RuleState:
+    try:
+        return RuleState.from_json(await store.get(layout.sync_state(rule)))
+    except (NotFound, ValueError, TypeError):
+        return RuleState()
+
+
+async def save_state(store: ObjectStore, rule: str, state: RuleState) -> None:
+    await store.put(layout.sync_state(rule), state.to_json())
