@@ -22,8 +22,9 @@ bench-deps:
 	bash .ci/debian-packages.sh wrk hey
 
 # Reports throughput; asserts nothing (see bench/).
-bench: install bench-deps
+bench: install bench-deps system-deps
 	$(BIN)/python bench/hotpath.py
+	$(BIN)/python bench/sync.py
 
 run: install
 	$(BIN)/regfront serve

@@ -128,7 +128,8 @@ def random_layer(rng: random.Random, size: int, name: str) -> dict[str, bytes]:
 
 
 def fleet_layout(root: Path, tags: list[str], *, shared_layers: int = 4,
-                 layer_size: int = 64 * 1024, seed: int = 7) -> Layout:
+                 layer_size: int = 64 * 1024, unique_size: int | None = None,
+                 seed: int = 7) -> Layout:
     """Images that share most of their layers, as a fleet's do: one ref per tag, each with the
     same ``shared_layers`` base layers and one layer of its own; plus ``multi``, an index of
     linux/amd64, linux/arm64/v8 and linux/arm/v7 images on the same base."""
@@ -136,7 +137,9 @@ def fleet_layout(root: Path, tags: list[str], *, shared_layers: int = 4,
     layout = Layout(root)
     base = [random_layer(rng, layer_size, f"base/{i}") for i in range(shared_layers)]
     for tag in tags:
-        image = layout.image([*base, random_layer(rng, layer_size // 4, f"app/{tag}")])
+        own = random_layer(rng, layer_size // 4 if unique_size is None else unique_size,
+                           f"app/{tag}")
+        image = layout.image([*base, own])
         layout.tag(image, tag)
     children = []
     for arch, variant in (("amd64", None), ("arm64", "v8"), ("arm", "v7")):
