@@ -115,30 +115,28 @@ class Copier:
         # first counts it as downloaded.
         first = digest not in self._claimed
         self._claimed.add(digest)
-        copied = await self._blob_flights.do(digest, lambda: self._fetch(repository, digest,
-                                                                         size))
-        if not copied or not first:
+        fetched = await self._blob_flights.do(digest, lambda: self._fetch(repository, digest,
+                                                                          size))
+        if fetched and first:
+            self.stats.blobs += 1
+            self.stats.bytes_downloaded += size
+        else:
             self.stats.blobs_present += 1
             self.stats.bytes_present += size
         if not self.dry_run:
             await writer.link_blob(self.store, name, digest)
 
     async def _fetch(self, repository: str, digest: Digest, size: int) -> bool:
-        """Download ``digest`` unless the store has it; True when bytes were downloaded."""
+        """Download ``digest`` unless the store has it (a dry run only says it would)."""
         if await writer.has_blob(self.store, digest):
             return False
         if self.dry_run:
-            self.stats.blobs += 1
-            self.stats.bytes_downloaded += size
             return True
         async with self.blob_slots, self.upstream.blob(repository, digest) as stream:
             if stream.size is not None and size and stream.size != size:
                 raise CopyError(f"{repository}@{digest}: upstream sent {stream.size} bytes, "
                                 f"the manifest says {size}")
-            written = await writer.put_blob(self.store, digest,
-                                            self._counted(stream, digest, size))
-        self.stats.blobs += 1
-        self.stats.bytes_downloaded += written
+            await writer.put_blob(self.store, digest, self._counted(stream, digest, size))
         return True
 
     async def _counted(self, stream: BlobStream, digest: Digest,

@@ -7,6 +7,8 @@ sync wrote with the upstream stopped; registry:2 serves the same store.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -24,7 +26,7 @@ from registry.config import Config, parse_config
 from registry.digest import Digest
 from registry.mediatypes import INDEX_TYPES, media_type_of, parse_manifest
 from registry.store.file import FileStore
-from sync.worker import Syncer
+from sync.worker import Events, RuleResult, Syncer
 from tests.e2e.harness import (
     Containerd,
     Server,
@@ -340,3 +342,49 @@ def test_registry2_serves_what_sync_wrote(upstream: Upstream, tmp_path: Path,
         skopeo("copy", "--src-tls-verify=false", registry2.ref("docker.io/library/app:1.27.1"),
                f"oci:{tmp_path / 'out'}:x")
     assert layout_digest(tmp_path / "out", "x") == layout_digest(upstream.layout.root, "1.27.1")
+
+
+async def test_dry_run_reports_and_writes_nothing(upstream: Upstream, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    syncer = Syncer(_config(upstream, store), dry_run=True)
+    try:
+        results = await syncer.run_once(syncer.rules(["app"]))
+    finally:
+        await syncer.aclose()
+    stats = results[0].stats
+    assert stats.failures == []
+    assert stats.images == len(APP_SELECTED)
+    assert stats.bytes_downloaded == _unique_blob_bytes(upstream.layout, APP_SELECTED)
+    assert not store.exists() or not any(p.is_file() for p in store.rglob("*"))
+
+
+class Counting(Events):
+    def __init__(self, stop_after: int) -> None:
+        self.runs: list[RuleResult] = []
+        self.stop_after = stop_after
+        self.done = asyncio.Event()
+
+    def rule_done(self, result: RuleResult) -> None:
+        self.runs.append(result)
+        if len(self.runs) >= self.stop_after:
+            self.done.set()
+
+
+async def test_forever_runs_each_rule_again_on_its_schedule(upstream: Upstream,
+                                                            tmp_path: Path) -> None:
+    text = config_text(upstream.registry.url, tmp_path / "store").replace(
+        "    platforms: [linux/arm64]\n",
+        "    platforms: [linux/arm64]\n    schedule: {every: 300ms}\n")
+    events = Counting(stop_after=3)
+    syncer = Syncer(parse_config(text), events=events)
+    forever = asyncio.create_task(syncer.run_forever(syncer.rules(["multi"])))
+    try:
+        await asyncio.wait_for(events.done.wait(), timeout=20)
+    finally:
+        forever.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await forever
+        await syncer.aclose()
+    assert [r.rule for r in events.runs[:3]] == ["multi"] * 3
+    assert events.runs[0].stats.images == 1
+    assert events.runs[1].stats.images_current == 1  # the later runs found it current
