@@ -1,11 +1,7 @@
 """The client a sync worker uses per upstream: manifests, blobs, tags, catalog, referrers.
 
-Exceptions::
-
-    UpstreamError              one line naming the registry and URL; ``status`` if an HTTP answer
-    +-- UpstreamAuthError      credentials missing, unreadable or refused; access denied
-    +-- UpstreamNotFound       404: no such manifest, blob or repository
-    +-- UpstreamUnavailable    every URL failed: connection errors, timeouts, 5xx, 429 after retries
+Failures raise the exceptions of sync/errors.py (its docstring draws the hierarchy); what crosses
+the wire (redirect safety, Retry-After, raw bodies) is sync/wire.py.
 
 Each request tries ``config.urls`` in order (mirrors first). Transient failures are retried on
 the same URL (``config.retries`` times, honouring ``Retry-After``), then the next URL is tried.
@@ -23,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import json
 import random
 import ssl
@@ -50,12 +45,20 @@ from registry.mediatypes import (
 )
 from registry.mirrorconfig import UpstreamConfig
 from registry.names import parse_reference, validate_name
+from sync import wire
 from sync.auth import (
     Authenticator,
     AuthError,
     TokenServiceUnavailable,
     parse_challenges,
     pick_challenge,
+)
+from sync.errors import (
+    TransientError,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamUnavailable,
 )
 
 try:
@@ -85,35 +88,6 @@ _IDENTITY = {"Accept-Encoding": "identity"}
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
-
-
-class UpstreamError(Exception):
-    """A failure talking to one upstream; ``str()`` is one line naming its registry and URL."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class UpstreamAuthError(UpstreamError):
-    """Credentials missing, unreadable or refused, or the upstream denies access."""
-
-
-class UpstreamNotFound(UpstreamError):
-    """The upstream answered 404 for the manifest, blob or repository."""
-
-
-class UpstreamUnavailable(UpstreamError):
-    """No URL answered: connection errors, timeouts, 5xx or 429, after every retry."""
-
-
-class _Transient(Exception):
-    """One attempt failed in a way worth retrying; ``retry_after`` is what the server asked."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +127,11 @@ class BlobStream:
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in _raw(self._response, self._chunk_size):
+            async for chunk in wire.raw_body(self._response, self._chunk_size):
                 yield chunk
         except httpx.TransportError as exc:
             raise UpstreamUnavailable(f"{self._where}: blob {self.digest} broke off: "
-                                      f"{_describe(exc)}") from exc
+                                      f"{wire.describe(exc)}") from exc
 
 
 class Upstream:
@@ -219,7 +193,7 @@ class Upstream:
         path = f"/v2/{validate_name(repository)}/manifests/{ref}"
         fetched = await self._fetch("HEAD", path, _pull(repository),
                                     {"Accept": MANIFEST_ACCEPT}, limit=0)
-        media_type = _content_type(fetched.headers)
+        media_type = wire.content_type(fetched.headers)
         self._refuse_schema1(fetched.base, media_type)
         header = fetched.headers.get("docker-content-digest")
         length = fetched.headers.get("content-length", "")
@@ -244,7 +218,7 @@ class Upstream:
                                     {"Accept": MANIFEST_ACCEPT, **_IDENTITY},
                                     limit=MAX_MANIFEST_SIZE, raw=True)
         where, body = self._where(fetched.base), fetched.body
-        media_type = _content_type(fetched.headers)
+        media_type = wire.content_type(fetched.headers)
         self._refuse_schema1(fetched.base, media_type)
         try:
             doc = parse_manifest(body)
@@ -388,14 +362,14 @@ class Upstream:
                                 f"over the {limit} byte limit")
         chunks, total = [], 0
         try:
-            async for chunk in (_raw(response, None) if raw else response.aiter_bytes()):
+            async for chunk in (wire.raw_body(response, None) if raw else response.aiter_bytes()):
                 total += len(chunk)
                 if total > limit:
                     raise UpstreamError(f"{self._where(base)}: {response.url.path}: over the "
                                         f"{limit} byte limit")
                 chunks.append(chunk)
         except httpx.TransportError as exc:
-            raise _Transient(_describe(exc)) from exc
+            raise TransientError(wire.describe(exc)) from exc
         return b"".join(chunks)
 
     async def _with_retries(self, attempt: Callable[[str], Awaitable[T]]) -> T:
@@ -409,7 +383,7 @@ class Upstream:
                 await self._throttle()
                 try:
                     return await attempt(base)
-                except _Transient as exc:
+                except TransientError as exc:
                     reason = exc.reason
                     delay = (min(exc.retry_after, RETRY_AFTER_CAP) if exc.retry_after is not None
                              else self._backoff(number))
@@ -438,7 +412,7 @@ class Upstream:
         try:
             authorization = await self._auth.authorization(base, scope)
             response = await self._send(base, method, path, headers, authorization)
-            if response.status_code == 401 and _same_origin(response.url, base):
+            if response.status_code == 401 and wire.same_origin(response.url, base):
                 challenge = pick_challenge(parse_challenges(
                     response.headers.get_list("www-authenticate")))
                 await response.aclose()
@@ -449,13 +423,13 @@ class Upstream:
                     await response.aclose()
                     raise self._auth.refusal(base, scope, 401, request)
             if response.status_code == 403 and authorization is not None \
-                    and _same_origin(response.url, base):
+                    and wire.same_origin(response.url, base):
                 await response.aclose()
                 raise self._auth.refusal(base, scope, 403, request)
         except AuthError as exc:
             raise UpstreamAuthError(f"{self._where(base)}: {exc}", exc.status) from None
         except TokenServiceUnavailable as exc:
-            raise _Transient(str(exc)) from exc
+            raise TransientError(str(exc)) from exc
         return await self._check(base, method, path, response)
 
     async def _send(self, base: str, method: str, path: str, headers: dict[str, str],
@@ -463,13 +437,13 @@ class Upstream:
         url = httpx.URL(base + path)
         for _ in range(MAX_REDIRECTS + 1):
             sent = dict(headers)
-            if authorization is not None and _same_origin(url, base):
+            if authorization is not None and wire.same_origin(url, base):
                 sent["Authorization"] = authorization
             request = self._client.build_request(method, url, headers=sent)
             try:
                 response = await self._client.send(request, stream=True)
             except httpx.TransportError as exc:
-                raise _Transient(f"{method} {_safe(url)}: {_describe(exc)}") from exc
+                raise TransientError(f"{method} {wire.redact(url)}: {wire.describe(exc)}") from exc
             location = response.headers.get("location")
             if response.status_code not in _REDIRECTS or not location:
                 return response
@@ -483,17 +457,18 @@ class Upstream:
         status = response.status_code
         if 200 <= status < 300:
             return response
-        detail = await _error_detail(response)
+        detail = await wire.error_detail(response)
         await response.aclose()
-        target = path if _same_origin(response.url, base) else f"{path} -> {_safe(response.url)}"
+        target = (path if wire.same_origin(response.url, base)
+                  else f"{path} -> {wire.redact(response.url)}")
         where = f"{self._where(base)}: {method} {target}"
         if status in _TRANSIENT:
-            retry_after = (_retry_after(response.headers.get("retry-after"))
+            retry_after = (wire.parse_retry_after(response.headers.get("retry-after"))
                            if status in (429, 503) else None)
-            raise _Transient(f"{method} {target}: {status}{detail}", retry_after)
+            raise TransientError(f"{method} {target}: {status}{detail}", retry_after)
         if status == 404:
             raise UpstreamNotFound(f"{where}: 404{detail}", status)
-        if status == 403 and _same_origin(response.url, base):
+        if status == 403 and wire.same_origin(response.url, base):
             raise UpstreamAuthError(f"{where}: 403 access denied{detail}", status)
         raise UpstreamError(f"{where}: {status}{detail}", status)
 
@@ -521,69 +496,3 @@ def _reference(reference: str | Digest) -> str | Digest:
 
 def _pull(repository: str) -> str:
     return f"repository:{repository}:pull"
-
-
-def _same_origin(url: httpx.URL, base: str) -> bool:
-    other = httpx.URL(base)
-    return (url.scheme, url.host, url.port) == (other.scheme, other.host, other.port)
-
-
-def _safe(url: httpx.URL) -> str:
-    """``url`` without its query: a pre-signed URL's signature must not end up in a log."""
-    return str(url.copy_with(query=None, fragment=None))
-
-
-def _content_type(headers: httpx.Headers) -> str:
-    return str(headers.get("content-type", "")).split(";", 1)[0].strip()
-
-
-def _describe(exc: Exception) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-async def _raw(response: httpx.Response, chunk_size: int | None) -> AsyncIterator[bytes]:
-    """The body as sent, undecoded. An in-process transport (tests inject one) that built its
-    response with ``content=`` hands it over already read: then those bytes are the body."""
-    if not response.is_stream_consumed:
-        async for chunk in response.aiter_raw(chunk_size):
-            yield chunk
-        return
-    data = response.content
-    step = chunk_size or len(data) or 1
-    for start in range(0, len(data), step):
-        yield data[start:start + step]
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from ``Retry-After``: a number of seconds or an HTTP date; None if neither."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-async def _error_detail(response: httpx.Response) -> str:
-    """The first OCI error's code and message (or the body's start), for the exception text."""
-    if response.request.method == "HEAD":
-        return ""
-    start = b""
-    try:
-        async for chunk in response.aiter_bytes():
-            start += chunk
-            if len(start) >= 4096:  # an error page from a proxy can be large: its start will do
-                break
-    except httpx.HTTPError:
-        pass
-    try:
-        error = json.loads(start)["errors"][0]
-        return f" {error['code']}: {error.get('message', '')}"
-    except (ValueError, KeyError, IndexError, TypeError):
-        text = start.decode(errors="replace").strip().splitlines()
-        return f" {text[0][:100]}" if text else ""

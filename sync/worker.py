@@ -26,11 +26,12 @@ from registry.mirrorconfig import MirrorRule
 from registry.names import canonical_registry
 from registry.store import ObjectStore, open_store
 from sync.copier import Copier, CopyStats, Progress, describe_error
+from sync.errors import UpstreamError
 from sync.filters import select_tags
 from sync.lease import Lease, LeaseHeld, LeaseLost, holding
 from sync.schedule import schedule_for
 from sync.state import TagState, load_state, save_state
-from sync.upstream import Upstream, UpstreamError
+from sync.upstream import Upstream
 
 logger = logging.getLogger("regfront.sync")
 

@@ -24,6 +24,7 @@ from registry.digest import Digest
 from registry.mediatypes import DOCKER_MANIFEST_V1_SIGNED, OCI_INDEX, OCI_MANIFEST
 from registry.mirrorconfig import Credentials, UpstreamConfig
 from sync.auth import Challenge, parse_challenges, pick_challenge, resolve_login
+from sync.errors import UpstreamAuthError, UpstreamError, UpstreamNotFound, UpstreamUnavailable
 from sync.upstream import (
     BACKOFF_BASE,
     BACKOFF_CAP,
@@ -33,10 +34,6 @@ from sync.upstream import (
     USER_AGENT,
     ManifestRef,
     Upstream,
-    UpstreamAuthError,
-    UpstreamError,
-    UpstreamNotFound,
-    UpstreamUnavailable,
 )
 from tests.e2e.harness import free_port, layout_blob, layout_digest
 from tests.sync.conftest import (
