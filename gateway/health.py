@@ -14,8 +14,12 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    stores = [{"url": store.url} for store in resolver(request).stores]
-    return JSONResponse({"status": "ok", "stores": stores})
+    """200 while at least one store is healthy (load balancers route by it), else 503."""
+    stores = resolver(request).stores
+    ready = stores.ready
+    return JSONResponse({"status": "ok" if ready else "unavailable",
+                         "stores": [entry.detail() for entry in stores.entries]},
+                        status_code=200 if ready else 503)
 
 
 async def unsupported(request: Request) -> Response:

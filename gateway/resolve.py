@@ -8,12 +8,14 @@ falls to the next, so a replica that lags behind the primary costs a read, not a
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
+from gateway.stores import StoreSet
 from registry import layout
 from registry.config import GatewayConfig
 from registry.digest import Digest
@@ -22,6 +24,7 @@ from registry.flight import SingleFlight
 from registry.mediatypes import INDEX_TYPES, media_type_of, parse_manifest
 from registry.store import NotFound, ObjectStore, presigner
 
+logger = logging.getLogger("regfront.gateway")
 T = TypeVar("T")
 PRESIGNED_REUSE_MAX = 300.0
 _MISSING: Any = object()
@@ -62,7 +65,8 @@ class Resolver:
     """Everything the endpoints read goes through here; nothing else touches a store."""
 
     def __init__(self, stores: list[ObjectStore], config: GatewayConfig) -> None:
-        self.stores = stores
+        self.stores = StoreSet(stores, timeout=config.store_timeout,
+                               backoff=config.store_backoff)
         self.tags: TTLCache[tuple[str, str], Digest] = TTLCache(
             maxsize=max(1, config.link_cache_entries), ttl=config.tag_ttl)
         self.tag_lists: TTLCache[str, list[str]] = TTLCache(maxsize=1024, ttl=config.tag_ttl)
@@ -115,11 +119,15 @@ class Resolver:
                                                             "digest": str(digest)}) from None
 
     async def _load_manifest(self, digest: Digest) -> Manifest:
-        data = await self._first(layout.blob_data(digest))
-        if not digest.matches(data):
-            # Corrupt or half-replicated bytes: never serve them under this digest.
-            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, {"digest": str(digest),
-                                                            "reason": "stored bytes mismatch"})
+        async def verified(store: ObjectStore) -> bytes:
+            data = await store.get(layout.blob_data(digest))
+            if not digest.matches(data):
+                # Corrupt or half-replicated bytes: never served; the next store may be whole.
+                logger.warning("%s: stored bytes of %s do not match; skipping", store.url, digest)
+                raise NotFound(layout.blob_data(digest))
+            return data
+
+        _, data = await self.stores.first(verified, str(digest))
         return Manifest(digest, media_type_of(parse_manifest(data)), data)
 
     # -- blobs -----------------------------------------------------------------------------
@@ -136,13 +144,11 @@ class Resolver:
             raise RegistryError(ErrorCode.BLOB_UNKNOWN, {"digest": str(digest)}) from None
 
     async def _load_blob(self, digest: Digest) -> Blob:
+        """The first store holding the blob's data (a replica may have its link but not yet
+        its bytes: cross-region replication does not keep the order of writes)."""
         key = layout.blob_data(digest)
-        for store in self.stores:
-            try:
-                return Blob(digest, await store.size(key), store)
-            except NotFound:
-                continue
-        raise NotFound(key)
+        store, size = await self.stores.first(lambda s: s.size(key), key)
+        return Blob(digest, size, store)
 
     async def blob_url(self, blob: Blob) -> bytes | None:
         """A pre-signed URL (as a header value) when the blob's store signs and redirects are on."""
@@ -179,10 +185,8 @@ class Resolver:
 
     async def tag_list(self, name: str) -> list[str]:
         async def load() -> list[str]:
-            found: set[str] = set()
-            for store in self.stores:
-                found.update(await store.children(layout.tags_dir(name)))
-            return sorted(found)
+            listings = await self.stores.each(lambda s: s.children(layout.tags_dir(name)))
+            return sorted({tag for listing in listings for tag in listing})
 
         tags = await self._cached(self.tag_lists, name, load)
         if not tags:
@@ -193,14 +197,13 @@ class Resolver:
         """Descriptors of ``name``'s manifests whose subject is ``subject``, by digest order."""
         found: dict[str, dict[str, Any]] = {}
         directory = layout.referrers_dir(name, subject)
-        for store in self.stores:
-            for child in await store.children(directory):
-                if child in found:
-                    continue
-                try:
-                    found[child] = json.loads(await store.get(directory + child))
-                except NotFound:
-                    continue
+        for child in sorted({c for listing in await self.stores.each(
+                lambda s: s.children(directory)) for c in listing}):
+            try:
+                data = await self._first(directory + child)
+            except NotFound:
+                continue
+            found[child] = json.loads(data)
         # Buckets registry:2 (or an OCI 1.0 client) wrote keep referrers in a fallback tag.
         try:
             fallback = await self.manifest(name, layout.referrers_tag(subject))
@@ -214,12 +217,8 @@ class Resolver:
         return [found[key] for key in sorted(found)]
 
     async def _first(self, key: str) -> bytes:
-        for store in self.stores:
-            try:
-                return await store.get(key)
-            except NotFound:
-                continue
-        raise NotFound(key)
+        _, data = await self.stores.first(lambda s: s.get(key), key)
+        return data
 
     async def close(self) -> None:
         for store in self.stores:

@@ -36,6 +36,10 @@ class GatewayConfig(StrictModel):
     manifest_cache_bytes: ByteSize = ByteSize(64 * 1024 * 1024)
     link_cache_entries: int = Field(default=200_000, ge=0)
     blob_cache_entries: int = Field(default=200_000, ge=0)
+    # A store call that takes longer fails (and marks the store unhealthy for store_backoff,
+    # doubling while it keeps failing): requests stop paying a hung endpoint's timeout.
+    store_timeout: Duration = Field(default=2.0, gt=0)
+    store_backoff: Duration = Field(default=5.0, gt=0)
     # Blob GETs on a store that can pre-sign (S3) are 307s to the bucket; off = stream bytes.
     blob_redirect: bool = True
     # Lifetime of a pre-signed URL; each is reused for its first half (5 minutes at most), so
