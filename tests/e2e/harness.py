@@ -291,10 +291,12 @@ def regfront_import(layout: Path, ref: str, image: str, store: Path | str) -> st
 
 
 @contextlib.contextmanager
-def serving_regfront(store: Path | str, workdir: Path) -> Iterator[Server]:
-    """``regfront serve --storage STORE`` on a free port, until the block ends."""
+def serving_regfront(store: Path | str, workdir: Path,
+                     config: Path | None = None) -> Iterator[Server]:
+    """``regfront serve --storage STORE`` (or ``--config CONFIG``) on a free port."""
     port = free_port()
-    argv = [regfront_binary(), "serve", "--storage", str(store), "--listen", f"{LOOPBACK}:{port}"]
+    where = ["--config", str(config)] if config is not None else ["--storage", str(store)]
+    argv = [regfront_binary(), "serve", *where, "--listen", f"{LOOPBACK}:{port}"]
     with started(f"regfront :{port}", argv, workdir / f"regfront-{port}.log",
                  lambda: _api_ready(port), "GET /v2/", env=clean_env("REGFRONT_")) as service:
         yield Server(port, store, service)
