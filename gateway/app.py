@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.http import API_VERSION_HEADER, render_error, send_error
+from gateway.misses import MissQueue
 from gateway.resolve import Resolver
 from gateway.routes import HOT_PATH, hot_routes, routes
 from registry.config import Config
@@ -98,8 +99,10 @@ class Gateway:
 def create_app(config: Config, stores: list[ObjectStore] | None = None) -> Gateway:
     """The gateway for ``config``; tests may pass ready stores (they are not closed)."""
     owned = stores is None
-    resolver = Resolver(stores if stores is not None else
-                        [open_store(s.url) for s in config.storage], config.gateway)
+    if stores is None:
+        stores = [open_store(s.url) for s in config.storage]
+    misses = MissQueue(config, stores[-1]) if config.mirror else None
+    resolver = Resolver(stores, config.gateway, misses)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

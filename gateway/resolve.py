@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
+from gateway.misses import MissQueue
 from gateway.stores import StoreSet
 from registry import layout
 from registry.config import GatewayConfig
@@ -64,7 +65,9 @@ def _manifest_weight(manifest: Manifest) -> int:
 class Resolver:
     """Everything the endpoints read goes through here; nothing else touches a store."""
 
-    def __init__(self, stores: list[ObjectStore], config: GatewayConfig) -> None:
+    def __init__(self, stores: list[ObjectStore], config: GatewayConfig,
+                 misses: MissQueue | None = None) -> None:
+        self.misses = misses
         self.stores = StoreSet(stores, timeout=config.store_timeout,
                                backoff=config.store_backoff)
         self.tags: TTLCache[tuple[str, str], Digest] = TTLCache(
@@ -106,7 +109,16 @@ class Resolver:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, {"name": name, "tag": tag}) from None
 
     async def manifest(self, name: str, reference: str | Digest) -> Manifest:
-        """A manifest of ``name`` by tag or digest, as stored, verified once on load."""
+        """A manifest of ``name`` by tag or digest, as stored, verified once on load; a miss
+        is queued for the sync worker (``gateway/misses.py``)."""
+        try:
+            return await self._manifest(name, reference)
+        except RegistryError as error:
+            if self.misses is not None and error.code is ErrorCode.MANIFEST_UNKNOWN:
+                self.misses.record(name, reference)
+            raise
+
+    async def _manifest(self, name: str, reference: str | Digest) -> Manifest:
         if isinstance(reference, str):
             digest = await self.tag(name, reference)
         else:
@@ -206,7 +218,7 @@ class Resolver:
             found[child] = json.loads(data)
         # Buckets registry:2 (or an OCI 1.0 client) wrote keep referrers in a fallback tag.
         try:
-            fallback = await self.manifest(name, layout.referrers_tag(subject))
+            fallback = await self._manifest(name, layout.referrers_tag(subject))
         except RegistryError:
             fallback = None
         if fallback is not None and fallback.media_type in INDEX_TYPES:

@@ -78,3 +78,18 @@ def sync_lease(rule: str) -> str:
 def sync_state(rule: str) -> str:
     """What the last runs of ``rule`` did: times, and the digest each mirrored tag had."""
     return f"{REGFRONT_ROOT}/sync/state/{rule}.json"
+
+
+MISSES_ROOT = f"{REGFRONT_ROOT}/misses/"
+
+
+def misses_dir(name: str) -> str:
+    """Where the gateway queues what clients asked ``name`` for and no store had."""
+    return f"{MISSES_ROOT}{name}/"
+
+
+def miss(name: str, reference: str | Digest) -> str:
+    """One queued miss: ``_tags/<tag>`` or ``_digests/<alg>-<hex>`` under ``misses_dir``."""
+    if isinstance(reference, Digest):
+        return f"{misses_dir(name)}_digests/{reference.algorithm}-{reference.hex}"
+    return f"{misses_dir(name)}_tags/{reference}"

@@ -4,8 +4,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
@@ -51,6 +52,10 @@ class UpstreamConfig(StrictModel):
     timeout: Duration = 60.0
     connect_timeout: Duration = 10.0
     retries: int = Field(default=4, ge=0, le=20)
+    # What the gateway does when a client asks for content of this registry it does not have:
+    # "fallthrough" answers 404 at once (containerd goes to the upstream itself) and queues
+    # the miss for the next sync run, if a mirror rule covers the repository.
+    on_miss: Literal["fallthrough"] = "fallthrough"
 
     @field_validator("urls")
     @classmethod
@@ -172,3 +177,8 @@ class SyncConfig(StrictModel):
     # A rule's lease outlives a dead holder by at most this; a live holder renews it.
     lease_ttl: Duration = Field(default=300.0, ge=10)
 
+
+
+def covers(rule: MirrorRule, repository: str) -> bool:
+    """Whether ``repository`` (without its registry) is one of the rule's, globs included."""
+    return any(fnmatch.fnmatchcase(repository, pattern) for pattern in rule.repositories)

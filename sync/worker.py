@@ -19,14 +19,15 @@ from datetime import UTC, datetime
 
 import httpx
 
+from registry import layout
 from registry.config import Config
 from registry.digest import Digest
 from registry.mediatypes import INDEX_TYPES, media_type_of, parse_manifest
-from registry.mirrorconfig import MirrorRule
+from registry.mirrorconfig import MirrorRule, covers
 from registry.names import canonical_registry
 from registry.store import ObjectStore, open_store
 from sync.copier import Copier, CopyStats, Progress, describe_error
-from sync.errors import UpstreamError
+from sync.errors import UpstreamError, UpstreamNotFound
 from sync.filters import select_tags
 from sync.lease import Lease, LeaseHeld, LeaseLost, holding
 from sync.schedule import schedule_for
@@ -145,7 +146,8 @@ class Syncer:
         state.last_run = time.time()
         images = asyncio.Semaphore(IMAGES_AT_ONCE)
 
-        async def one(repository: str, reference: str) -> None:
+        async def one(repository: str, reference: str) -> bool:
+            """Copy one image; False if it failed for a reason a later run may not have."""
             name = f"{registry}/{repository}"
             image = f"{name}{'@' if ':' in reference else ':'}{reference}"
             async with images:
@@ -163,9 +165,11 @@ class Syncer:
                 except Exception as exc:  # this image only (groups from concurrent copies too)
                     copier.stats.failures.append(f"{image}: {describe_error(exc)}")
                     self.events.image_done(rule.name, image, None, describe_error(exc))
-                    return
+                    return _leaf(exc, UpstreamNotFound)
             self.events.image_done(rule.name, image, digest, None)
+            return True
 
+        queued = await self._queued(rule)
         for repository in await self._repositories(rule, upstream):
             try:
                 tags = await upstream.list_tags(repository)
@@ -181,12 +185,48 @@ class Syncer:
             async with asyncio.TaskGroup() as group:
                 for reference in references:
                     group.create_task(one(repository, reference))
+        # What gateways queued as misses (gateway/misses.py): tags through the rule's filters
+        # (all but latest N, which ranks the upstream's tags, not one pulled tag), digests as
+        # they are; a miss is cleared once handled, or found not to exist upstream.
+        lenient = rule.tag_filter.model_copy(update={"latest": None, "names": []})
+        for repository, references in queued.items():
+            tags = [r for r in references if ":" not in r]
+            wanted = set(await select_tags(tags, lenient, _no_time))
+            wanted |= {r for r in references if ":" in r}
+            async with asyncio.TaskGroup() as group:
+                done = {r: group.create_task(one(repository, r)) for r in sorted(wanted)}
+            for reference in references:
+                handled = reference not in done or done[reference].result()
+                if handled and not self.dry_run:  # filtered out, copied, or gone upstream
+                    ref = Digest.parse(reference) if ":" in reference else reference
+                    await self.store.delete(layout.miss(f"{registry}/{repository}", ref))
         if not self.dry_run:
             if not copier.stats.failures:
                 state.last_success = time.time()
             state.last_error = copier.stats.failures[0] if copier.stats.failures else None
             await save_state(self.store, rule.name, state)
         return copier.stats
+
+    async def _queued(self, rule: MirrorRule) -> dict[str, list[str]]:
+        """Misses the gateways queued for this rule's repositories: repository -> references
+        (tags, and digests as ``sha256:<hex>``)."""
+        registry = canonical_registry(rule.registry)
+        found: dict[str, list[str]] = {}
+
+        async def walk(prefix: str) -> None:
+            for child in await self.store.children(prefix):
+                if child in ("_tags", "_digests"):
+                    repository = prefix[len(layout.misses_dir(registry)):].rstrip("/")
+                    if covers(rule, repository):
+                        entries = await self.store.children(f"{prefix}{child}/")
+                        found.setdefault(repository, []).extend(
+                            e.replace("-", ":", 1) if child == "_digests" else e
+                            for e in entries)
+                else:
+                    await walk(f"{prefix}{child}/")
+
+        await walk(layout.misses_dir(registry))
+        return found
 
     async def _repositories(self, rule: MirrorRule, upstream: Upstream) -> list[str]:
         plain = [r for r in rule.repositories if not any(ch in r for ch in "*?[")]
@@ -199,6 +239,17 @@ class Syncer:
                                 "list the repositories instead")
         matched = {r for r in catalog for g in globs if fnmatch.fnmatchcase(r, g)}
         return plain + sorted(matched - set(plain))
+
+
+def _leaf(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` (or the first exception of its group) is a ``kind``."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return isinstance(exc, kind)
+
+
+async def _no_time(tag: str) -> datetime | None:
+    return None
 
 
 async def _created(upstream: Upstream, repository: str, tag: str) -> datetime | None:
