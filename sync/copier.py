@@ -25,8 +25,8 @@ from registry.mediatypes import (
     parse_manifest,
 )
 from registry.store import NotFound, ObjectStore
+from registry.upstream.client import BlobStream, Upstream
 from sync.filters import select_children
-from sync.upstream import BlobStream, Upstream
 
 
 class CopyError(Exception):

@@ -1,7 +1,7 @@
 """What crosses the wire to an upstream: redirect safety, Retry-After, raw bodies.
 
 Small functions over httpx requests and responses, used by the upstream client
-(sync/upstream.py): which URL may receive credentials, what a URL may show in a log, how long a
+(client.py): which URL may receive credentials, what a URL may show in a log, how long a
 server asked us to wait, and a body's bytes exactly as they were sent.
 """
 

@@ -1,7 +1,7 @@
-"""The client a sync worker uses per upstream: manifests, blobs, tags, catalog, referrers.
+"""The client sync (and the gateway) use per upstream: manifests, blobs, tags, catalog, referrers.
 
-Failures raise the exceptions of sync/errors.py (its docstring draws the hierarchy); what crosses
-the wire (redirect safety, Retry-After, raw bodies) is sync/wire.py.
+Failures raise the exceptions of errors.py beside it (its docstring draws the hierarchy); what
+crosses the wire (redirect safety, Retry-After, raw bodies) is wire.py.
 
 Each request tries ``config.urls`` in order (mirrors first). Transient failures are retried on
 the same URL (``config.retries`` times, honouring ``Retry-After``), then the next URL is tried.
@@ -45,15 +45,15 @@ from registry.mediatypes import (
 )
 from registry.mirrorconfig import UpstreamConfig
 from registry.names import parse_reference, validate_name
-from sync import wire
-from sync.auth import (
+from registry.upstream import wire
+from registry.upstream.auth import (
     Authenticator,
     AuthError,
     TokenServiceUnavailable,
     parse_challenges,
     pick_challenge,
 )
-from sync.errors import (
+from registry.upstream.errors import (
     TransientError,
     UpstreamAuthError,
     UpstreamError,

@@ -23,9 +23,8 @@ import pytest
 from registry.digest import Digest
 from registry.mediatypes import DOCKER_MANIFEST_V1_SIGNED, OCI_INDEX, OCI_MANIFEST
 from registry.mirrorconfig import Credentials, UpstreamConfig
-from sync.auth import Challenge, parse_challenges, pick_challenge, resolve_login
-from sync.errors import UpstreamAuthError, UpstreamError, UpstreamNotFound, UpstreamUnavailable
-from sync.upstream import (
+from registry.upstream.auth import Challenge, parse_challenges, pick_challenge, resolve_login
+from registry.upstream.client import (
     BACKOFF_BASE,
     BACKOFF_CAP,
     CHUNK_SIZE,
@@ -35,8 +34,14 @@ from sync.upstream import (
     ManifestRef,
     Upstream,
 )
+from registry.upstream.errors import (
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamUnavailable,
+)
 from tests.e2e.harness import free_port, layout_blob, layout_digest
-from tests.sync.conftest import (
+from tests.registry.conftest import (
     EXTRA_TAGS,
     PASSWORD,
     SERVICE,
