@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.freshness import Freshness
 from gateway.http import API_VERSION_HEADER, render_error, send_error
 from gateway.misses import MissQueue
 from gateway.resolve import Resolver
@@ -102,7 +103,8 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None) -> Gatew
     if stores is None:
         stores = [open_store(s.url) for s in config.storage]
     misses = MissQueue(config, stores[-1]) if config.mirror else None
-    resolver = Resolver(stores, config.gateway, misses)
+    freshness = (Freshness(config, misses) if any(r.tag_ttl for r in config.mirror) else None)
+    resolver = Resolver(stores, config.gateway, misses, freshness)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

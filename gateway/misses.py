@@ -37,14 +37,15 @@ class MissQueue:
         self.seen: LRUCache[str, bool] = LRUCache(maxsize=100_000)
         self._writes: set[asyncio.Task[None]] = set()
 
-    def record(self, name: str, reference: str | Digest) -> None:
-        """Queue the miss if a rule covers ``name``; returns at once, never raises."""
+    def record(self, name: str, reference: str | Digest, *, again: bool = False) -> None:
+        """Queue the miss if a rule covers ``name``; returns at once, never raises.
+        ``again``: even if this process queued it before (a tag that moved since)."""
         registry, _, repository = name.partition("/")
         rules = self.rules.get(registry)
         if not rules or not any(covers(rule, repository) for rule in rules):
             return
         key = layout.miss(name, reference)
-        if key in self.seen:
+        if key in self.seen and not again:
             return
         self.seen[key] = True
         task = asyncio.get_running_loop().create_task(self._write(key))

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
+from gateway.freshness import Freshness
 from gateway.misses import MissQueue
 from gateway.stores import StoreSet
 from registry import layout
@@ -66,8 +67,9 @@ class Resolver:
     """Everything the endpoints read goes through here; nothing else touches a store."""
 
     def __init__(self, stores: list[ObjectStore], config: GatewayConfig,
-                 misses: MissQueue | None = None) -> None:
+                 misses: MissQueue | None = None, freshness: Freshness | None = None) -> None:
         self.misses = misses
+        self.freshness = freshness
         self.stores = StoreSet(stores, timeout=config.store_timeout,
                                backoff=config.store_backoff)
         self.tags: TTLCache[tuple[str, str], Digest] = TTLCache(
@@ -121,6 +123,8 @@ class Resolver:
     async def _manifest(self, name: str, reference: str | Digest) -> Manifest:
         if isinstance(reference, str):
             digest = await self.tag(name, reference)
+            if self.freshness is not None:
+                self.freshness.served(name, reference, digest)
         else:
             digest = reference
             await self._linked(name, "revision", digest, ErrorCode.MANIFEST_UNKNOWN)
@@ -233,5 +237,7 @@ class Resolver:
         return data
 
     async def close(self) -> None:
+        if self.freshness is not None:
+            await self.freshness.aclose()
         for store in self.stores:
             await store.close()

@@ -122,6 +122,10 @@ class MirrorRule(StrictModel):
     platforms: list[str] | None = None
     referrers: bool = False
     schedule: Schedule | None = None
+    # Gateways re-check this rule's tags against the upstream once they are older than this
+    # (off the request path; the stored tag is served meanwhile and whenever the upstream is
+    # down); a moved tag is queued for sync. Unset: tags change only when sync runs.
+    tag_ttl: Duration | None = Field(default=None, gt=0)
 
     @field_validator("name")
     @classmethod
