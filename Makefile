@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps bench-deps run test lint typecheck unit e2e bench clean
+.PHONY: install system-deps bench-deps run test lint typecheck unit e2e bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,19 @@ install: $(STAMP)
 system-deps:
 	bash .ci/debian-packages.sh containerd skopeo docker-registry apache2-utils
 
-bench-deps:
-	bash .ci/debian-packages.sh wrk hey
+# wrk and hey drive the load; matplotlib (plots) and py-spy come with the bench extra.
+bench-deps: install
+	bash .ci/debian-packages.sh wrk hey util-linux
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 
-# Reports throughput; asserts nothing (see bench/).
-bench: install bench-deps system-deps
-	$(BIN)/python bench/hotpath.py
-	$(BIN)/python bench/sync.py
+# Reports; asserts nothing (see bench/README.md). Writes bench/results/latest.json and
+# regenerates docs/benchmarks.md with its plots; about 40 minutes on 2 cores.
+bench: bench-deps system-deps
+	$(BIN)/python -m bench.run
+
+# A subset for checking a change, under 2 minutes: bench/results/quick.json, docs untouched.
+bench-quick: bench-deps system-deps
+	$(BIN)/python -m bench.run --quick
 
 run: install
 	$(BIN)/regfront serve

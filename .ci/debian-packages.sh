@@ -9,6 +9,7 @@ declare -A command_of=(
     [wrk]=wrk
     [apache2-utils]=ab
     [hey]=hey
+    [util-linux]=taskset
 )
 
 missing=()

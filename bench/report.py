@@ -1,0 +1,180 @@
+"""docs/benchmarks.md and its plots (docs/benchmarks/*.png), generated from the result JSON.
+
+The page names the machine and the versions, never a local path. Every number on it comes from
+the result file; prose that explains a number says what was measured, not what was hoped for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import plots, prose
+from bench.common import REPO, Json
+from bench.targets import mark, verdicts
+
+DOCS = REPO / "docs" / "benchmarks.md"
+PLOTS = REPO / "docs" / "benchmarks"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _mb(value: float) -> str:
+    return f"{value / 1e6:,.0f} MB"
+
+
+def summary(result: Json) -> str:
+    """The targets, one line each: printed after every run."""
+    lines = ["targets:"]
+    for verdict in verdicts(result):
+        lines.append(f"  [{mark(verdict).strip('*'):>12}] {verdict.target}: {verdict.measured}")
+    return "\n".join(lines)
+
+
+def _machine(result: Json) -> str:
+    machine = result["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+    return (f"Measured on {machine['cpu']}, {machine['cores']} cores, "
+            f"{machine['memory_gib']} GiB, Linux {machine['kernel']}.\n\nVersions: {versions}.")
+
+
+def _targets(result: Json) -> str:
+    rows = [[v.target, v.measured, mark(v)] for v in verdicts(result)]
+    return _table(["target", "measured", ""], rows)
+
+
+def _hotpath(section: Json) -> str:
+    if "warm" not in section:
+        return f"Not measured in this run ({section.get('error', 'skipped')})."
+    out = [prose.HOTPATH.format(**section["settings"])]
+    rows = []
+    for r in section["ratios"]:
+        regfront = _find(section["warm"], r["backend"], "regfront", r["workload"], r["connections"])
+        other = _find(section["warm"], r["backend"], "registry2", r["workload"], r["connections"])
+        rows.append([r["backend"], r["workload"], str(r["connections"]),
+                     f"{r['regfront_rps']:,.0f}", f"{regfront['p50_ms']:.2f} / "
+                     f"{regfront['p99_ms']:.2f}", f"{r['registry2_rps']:,.0f}",
+                     f"{other['p50_ms']:.2f} / {other['p99_ms']:.2f}",
+                     f"{r['vs_registry2']:.1f}x", f"{r['vs_ceiling']:.2f}x"])
+    out.append(_table(["store", "workload", "conns", "regfront req/s", "p50 / p99 ms",
+                       "registry:2 req/s", "p50 / p99 ms", "regfront / registry:2",
+                       "regfront / ceiling"], rows))
+    ceiling = [[r["tool"], str(r["connections"]), f"{r['rps']:,.0f}",
+                f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}"]
+               for r in section["warm"] if r["server"] == "ceiling"]
+    out.append("The ceiling, a hello-world ASGI app under the same uvicorn settings (wrk for the "
+               "GET workloads' ratio, hey for the HEAD workloads'):")
+    out.append(_table(["tool", "conns", "req/s", "p50 / p99 ms"], ceiling))
+    out.append("![warm requests/s at c=32](benchmarks/hotpath-c32.png)")
+    out.append("![requests/s by connections](benchmarks/hotpath-connections.png)")
+    if section.get("cold"):
+        out.append(prose.COLD)
+        rows = [[c["backend"], c["workload"], c["server"], f"{c['first_ms']:.1f}",
+                 f"{c['second_ms']:.2f}"] for c in section["cold"]]
+        out.append(_table(["store", "workload", "server", "first request ms",
+                           "second request ms"], rows))
+    out.append(prose.STORE_CALLS)
+    rows = [[c["backend"], c["workload"], str(c["cold_reads"]),
+             ", ".join(f"{k} {v}" for k, v in sorted(c["cold"].items())) or "-",
+             str(c["warm_reads"]), ", ".join(f"{k} {v}" for k, v in sorted(c["warm"].items()))
+             or "-"] for c in section["store_calls"]]
+    out.append(_table(["store", "workload", "cold reads", "cold calls", "warm reads",
+                       "warm calls"], rows))
+    return "\n\n".join(out)
+
+
+def _find(rows: list[Json], backend: str, server: str, workload: str, conns: int) -> Json:
+    return next(r for r in rows if (r["backend"], r["server"], r["workload"],
+                                    r["connections"]) == (backend, server, workload, conns))
+
+
+def _pulls(section: Json) -> str:
+    if "rows" not in section:
+        return f"Not measured in this run ({section.get('error', 'skipped')})."
+    out = [prose.PULLS.format(**section["settings"])]
+    rows = [[r["client"], r["image"], r["backend"], f"{r['regfront_s']:.2f}",
+             f"{r['direct_s']:.2f}", f"{r['ratio']:.2f}x",
+             f"{r['regfront_mbps']:,.0f} / {r['direct_mbps']:,.0f}"] for r in section["rows"]]
+    out.append(_table(["client", "image", "store", "via regfront s", "direct s",
+                       "regfront / direct", "MB/s (regfront / direct)"], rows))
+    out.append("![pull times](benchmarks/pulls.png)")
+    if section.get("notes"):
+        out.append("\n".join(f"- {n}" for n in section["notes"]))
+    return "\n\n".join(out)
+
+
+def _sync(section: Json) -> str:
+    if "regfront" not in section:
+        return f"Not measured in this run ({section.get('error', 'skipped')})."
+    out = [prose.SYNC.format(images=section["images"], image_mb=section["image_bytes"] / 1e6,
+                             layer_mb=section["layer_bytes"] / 1e6)]
+    rows = []
+    for tool in ("regfront", "skopeo"):
+        r = section[tool]
+        rows.append([tool, f"{r['seconds']:.1f}", _mb(r["upstream_egress"]),
+                     _mb(r["stored_bytes"]), f"{r['stored_bytes'] / section['naive_bytes']:.2f}",
+                     f"{r['upstream_egress'] / r['seconds'] / 1e6:,.0f}"])
+    out.append(_table(["tool", "seconds", "upstream sent", "stored", "stored / naive sum",
+                       "MB/s from upstream"], rows))
+    out.append(f"Naive sum of the image sizes: {_mb(section['naive_bytes'])}; unique blob bytes: "
+               f"{_mb(section['unique_bytes'])}; regfront's own count of bytes downloaded: "
+               f"{_mb(section['regfront']['bytes_downloaded'])}.")
+    return "\n\n".join(out)
+
+
+def _fleet(section: Json) -> str:
+    if "regfront" not in section:
+        return f"Not measured in this run ({section.get('error', 'skipped')})."
+    out = [prose.FLEET.format(nodes=section["nodes"], images=section["images"],
+                              image_mb=section["image_bytes"] / 1e6,
+                              unique_mb=section["unique_bytes"] / 1e6)]
+    rows = []
+    for side, label in (("regfront", "through regfront"), ("direct", "straight from upstream")):
+        r = section[side]
+        rows.append([label, _mb(r["upstream_egress"]),
+                     f"{r['upstream_egress'] / section['unique_bytes']:.2f}x",
+                     _mb(r["server_egress"]), f"{r['server_cpu_per_pull'] * 1e3:.0f} ms",
+                     f"{r['p50_s']:.1f} / {r['p99_s']:.1f}", f"{r['wall_s']:.1f}"])
+    out.append(_table(["nodes pull", "upstream egress", "x unique bytes", "serving egress",
+                       "server CPU per pull", "pull p50 / p99 s", "wall s"], rows))
+    out.append("![fleet egress](benchmarks/fleet.png)")
+    return "\n\n".join(out)
+
+
+def _coldstart(section: Json) -> str:
+    if "start_s" not in section:
+        return f"Not measured in this run ({section.get('error', 'skipped')})."
+    start, r2, memory = section["start_s"], section.get("registry2_start_s"), section["memory"]
+    out = [prose.COLDSTART]
+    rows = [["regfront serve", f"{start['median']:.2f}",
+             ", ".join(f"{v:.2f}" for v in start["runs"])]]
+    if r2:
+        rows.append(["registry:2", f"{r2['median']:.2f}", ", ".join(f"{v:.2f}"
+                                                                   for v in r2["runs"])])
+    out.append(_table(["server", "median s", "runs s"], rows))
+    out.append(prose.MEMORY.format(**memory, rss_before_mib=memory["rss_before"] / 2**20,
+                                   rss_after_mib=memory["rss_after"] / 2**20,
+                                   rss_warm_mib=memory["rss_warm"] / 2**20))
+    return "\n\n".join(out)
+
+
+def write_docs(result: Json) -> None:
+    """Regenerate docs/benchmarks.md and the plots from ``result``."""
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    plots.draw_all(result, PLOTS)
+    sections = [
+        prose.INTRO,
+        "## Machine\n\n" + _machine(result),
+        "## Targets\n\n" + _targets(result),
+        "## Hot path\n\n" + _hotpath(result.get("hotpath", {})),
+        "## Full pulls\n\n" + _pulls(result.get("pulls", {})),
+        "## Sync\n\n" + _sync(result.get("sync", {})),
+        "## Fleet\n\n" + _fleet(result.get("fleet", {})),
+        "## Cold start and memory\n\n" + _coldstart(result.get("coldstart", {})),
+        prose.LIMITS,
+        prose.FINDINGS,
+    ]
+    Path(DOCS).write_text("\n\n".join(s.strip() for s in sections) + "\n")

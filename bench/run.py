@@ -1,0 +1,133 @@
+"""``python -m bench.run [--quick] [--only NAME ...]``: run the benchmarks, save the JSON, and
+(full runs) regenerate docs/benchmarks.md and its plots.
+
+Each benchmark writes one section of the result file; ``--only`` re-runs some sections and keeps
+the others from the file, so a slow section need not be re-measured to fix another. A section
+that fails is recorded with its error and the run goes on. Nothing here asserts a target: the
+report compares each measured value with its target and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.common import REPO, Json, log, machine, require
+
+RESULTS = REPO / "bench" / "results"
+SECTIONS = ("hotpath", "coldstart", "pulls", "sync", "fleet")
+
+
+def _hotpath(args: argparse.Namespace) -> Json:
+    from bench import hotpath
+
+    if args.quick:
+        return hotpath.run(quick=True, seconds=1, rounds=1, connections=[32], cold_reps=1)
+    return hotpath.run(quick=False, seconds=args.seconds, rounds=args.rounds,
+                       connections=[1, 32, 128], cold_reps=3)
+
+
+def _coldstart(args: argparse.Namespace) -> Json:
+    from bench import coldstart
+
+    if args.quick:
+        return coldstart.run(starts=3, manifests=500, requests=20_000, seconds=5)
+    return coldstart.run(starts=5, manifests=args.memory_manifests, requests=100_000, seconds=60)
+
+
+def _pulls(args: argparse.Namespace) -> Json:
+    from bench import pulls
+
+    if args.quick:
+        return pulls.run(sizes_mb=[10], multi_mb=0, rounds=1, with_s3=False)
+    return pulls.run(sizes_mb=[10, 100, 1000], multi_mb=500, rounds=3, with_s3=args.pull_s3)
+
+
+def _sync(args: argparse.Namespace) -> Json:
+    from bench import sync
+
+    if args.quick:
+        return sync.run(images=3, layer_mb=2)
+    return sync.run(images=10, layer_mb=args.sync_layer_mb)
+
+
+def _fleet(args: argparse.Namespace) -> Json:
+    from bench import fleet
+
+    if args.quick:
+        return fleet.run(nodes=3, images=2, layer_mb=2)
+    return fleet.run(nodes=args.nodes, images=args.fleet_images, layer_mb=args.fleet_layer_mb)
+
+
+RUNNERS: dict[str, Callable[[argparse.Namespace], Json]] = {
+    "hotpath": _hotpath, "coldstart": _coldstart, "pulls": _pulls, "sync": _sync,
+    "fleet": _fleet,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="a subset in under 2 minutes: hot path at c=32, short runs, small "
+                             "pulls, a small fleet (writes bench/results/quick.json)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--out", type=Path, help="result file (default: latest.json, or "
+                                                 "quick.json with --quick)")
+    parser.add_argument("--docs", action=argparse.BooleanOptionalAction, default=None,
+                        help="regenerate docs/benchmarks.md (default: on full runs only)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="hot path: seconds per run")
+    parser.add_argument("--rounds", type=int, default=3, help="hot path: rounds (medians)")
+    parser.add_argument("--pull-s3", action=argparse.BooleanOptionalAction, default=True,
+                        help="pulls: also through moto's S3 (10 and 100 MB images)")
+    parser.add_argument("--sync-layer-mb", type=float, default=100.0,
+                        help="sync: each of the 5 layers of the 10 images (100: ~500 MB images, "
+                             "~1.4 GB unique, ~6 GB of disk in all)")
+    parser.add_argument("--nodes", type=int, default=20, help="fleet: containerd instances")
+    parser.add_argument("--fleet-images", type=int, default=3, help="fleet: images per node")
+    parser.add_argument("--fleet-layer-mb", type=float, default=10.0,
+                        help="fleet: each of the 5 layers of an image (4 of them shared)")
+    parser.add_argument("--memory-manifests", type=int, default=20_000,
+                        help="memory: distinct manifests (and tags, and config blobs) requested")
+    args = parser.parse_args()
+    require("wrk", "hey", "taskset", "docker-registry", "containerd", "ctr", "skopeo")
+
+    out: Path = args.out or RESULTS / ("quick.json" if args.quick else "latest.json")
+    result: Json = json.loads(out.read_text()) if out.exists() else {}
+    result["machine"] = machine()
+    result["quick"] = args.quick
+    started = time.monotonic()
+    for name in args.only:
+        log(f"{name}: starting")
+        section_started = time.monotonic()
+        try:
+            section = RUNNERS[name](args)
+        except Exception as exc:  # a failed section is recorded, the others still run
+            traceback.print_exc()
+            section = {"error": f"{type(exc).__name__}: {exc}"[:4000]}
+        except BaseException as exc:  # pytest.fail (harness) raises an OutcomeException
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            traceback.print_exc()
+            section = {"error": f"{type(exc).__name__}: {exc}"[:4000]}
+        section["seconds"] = round(time.monotonic() - section_started, 1)
+        section["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        result[name] = section
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        log(f"{name}: done in {section['seconds']:.0f} s")
+    log(f"all done in {time.monotonic() - started:.0f} s; results in {out.relative_to(REPO)}")
+    from bench import report
+
+    print(report.summary(result))
+    if args.docs if args.docs is not None else not args.quick:
+        report.write_docs(result)
+        log("docs/benchmarks.md and docs/benchmarks/*.png regenerated")
+
+
+if __name__ == "__main__":
+    main()
