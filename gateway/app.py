@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.freshness import Freshness
 from gateway.http import API_VERSION_HEADER, render_error, send_error
 from gateway.misses import MissQueue
+from gateway.pullthrough import PullThrough
 from gateway.resolve import Resolver
 from gateway.routes import HOT_PATH, hot_routes, routes
 from registry.config import Config
@@ -104,7 +105,9 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None) -> Gatew
         stores = [open_store(s.url) for s in config.storage]
     misses = MissQueue(config, stores[-1]) if config.mirror else None
     freshness = (Freshness(config, misses) if any(r.tag_ttl for r in config.mirror) else None)
-    resolver = Resolver(stores, config.gateway, misses, freshness)
+    pull_through = (PullThrough(config, stores[-1]) if any(
+        u.on_miss == "pull-through" for u in config.upstreams.values()) else None)
+    resolver = Resolver(stores, config.gateway, misses, freshness, pull_through)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -9,55 +9,40 @@ or clients would decode the layer and fail its digest check.
 
 from __future__ import annotations
 
-import re
-
 from starlette.types import Scope, Send
 
-from gateway.http import API_VERSION_HEADER, header_value, repository, request_header, respond
+from gateway.http import (
+    API_VERSION_HEADER,
+    header_value,
+    parse_range,
+    repository,
+    request_header,
+    respond,
+)
 from gateway.resolve import Resolver
 from registry.digest import Digest
 from registry.errors import ErrorCode, RegistryError
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _OCTET_STREAM = (b"content-type", b"application/octet-stream")
 _ACCEPT_RANGES = (b"accept-ranges", b"bytes")
 _NO_BODY = (b"content-length", b"0")
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """One ``bytes=`` range -> (start, end inclusive); ``None`` means serve it all.
-
-    Malformed or multi-range headers are ignored (RFC 9110 lets a server do so); a range that
-    starts past the end is RANGE_INVALID (416).
-    """
-    if not header:
-        return None
-    match = _RANGE.match(header.strip())
-    if match is None or match.group(1) == match.group(2) == "":
-        return None
-    first, last = match.group(1), match.group(2)
-    if first == "":  # suffix: the last N bytes
-        length = int(last)
-        if length == 0:
-            raise _unsatisfiable(header, size)
-        return max(0, size - length), size - 1
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if start >= size or end < start:
-        raise _unsatisfiable(header, size)
-    return start, end
-
-
-def _unsatisfiable(header: str, size: int) -> RegistryError:
-    return RegistryError(ErrorCode.RANGE_INVALID, {"range": header[:100], "size": size},
-                         headers={"Content-Range": f"bytes */{size}"})
 
 
 async def get_blob(scope: Scope, send: Send, resolver: Resolver, path_name: str,
                    reference: str) -> None:
     name, ns = repository(scope, path_name)
     digest = Digest.parse(reference)
-    blob = await resolver.blob(name, digest)
+    try:
+        blob = await resolver.blob(name, digest)
+    except RegistryError as error:
+        pull_through = resolver.pull_through
+        if error.code is not ErrorCode.BLOB_UNKNOWN or pull_through is None or \
+                not pull_through.covers(name):
+            raise
+        echoed = [(b"oci-namespace", ns.encode("latin-1"))] if ns else []
+        await pull_through.serve_blob(send, scope["method"], name, digest, echoed,
+                                      request_header(scope, b"range"))
+        return
     headers = [(b"docker-content-digest", blob.digest_header)]
     if ns:
         headers.append((b"oci-namespace", ns.encode("latin-1")))

@@ -8,6 +8,7 @@ manifest request). Everything else goes through Starlette.
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
@@ -15,10 +16,11 @@ from urllib.parse import parse_qsl
 
 from starlette.types import Scope, Send
 
-from registry.errors import RegistryError
+from registry.errors import ErrorCode, RegistryError
 from registry.names import repository_name
 
 Headers = list[tuple[bytes, bytes]]
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
 _JSON = (b"content-type", b"application/json")
@@ -73,3 +75,32 @@ async def send_error(send: Send, error: RegistryError, method: str) -> None:
 
 def header_value(value: Any) -> bytes:
     return str(value).encode("latin-1")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range -> (start, end inclusive); ``None`` means serve it all.
+
+    Malformed or multi-range headers are ignored (RFC 9110 lets a server do so); a range that
+    starts past the end is RANGE_INVALID (416).
+    """
+    if not header:
+        return None
+    match = _RANGE.match(header.strip())
+    if match is None or match.group(1) == match.group(2) == "":
+        return None
+    first, last = match.group(1), match.group(2)
+    if first == "":  # suffix: the last N bytes
+        length = int(last)
+        if length == 0:
+            raise _unsatisfiable(header, size)
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        raise _unsatisfiable(header, size)
+    return start, end
+
+
+def _unsatisfiable(header: str, size: int) -> RegistryError:
+    return RegistryError(ErrorCode.RANGE_INVALID, {"range": header[:100], "size": size},
+                         headers={"Content-Range": f"bytes */{size}"})

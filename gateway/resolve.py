@@ -17,6 +17,7 @@ from cachetools import LRUCache, TTLCache
 
 from gateway.freshness import Freshness
 from gateway.misses import MissQueue
+from gateway.pullthrough import PullThrough
 from gateway.stores import StoreSet
 from registry import layout
 from registry.config import GatewayConfig
@@ -67,8 +68,10 @@ class Resolver:
     """Everything the endpoints read goes through here; nothing else touches a store."""
 
     def __init__(self, stores: list[ObjectStore], config: GatewayConfig,
-                 misses: MissQueue | None = None, freshness: Freshness | None = None) -> None:
+                 misses: MissQueue | None = None, freshness: Freshness | None = None,
+                 pull_through: PullThrough | None = None) -> None:
         self.misses = misses
+        self.pull_through = pull_through
         self.freshness = freshness
         self.stores = StoreSet(stores, timeout=config.store_timeout,
                                backoff=config.store_backoff)
@@ -116,7 +119,12 @@ class Resolver:
         try:
             return await self._manifest(name, reference)
         except RegistryError as error:
-            if self.misses is not None and error.code is ErrorCode.MANIFEST_UNKNOWN:
+            if error.code is not ErrorCode.MANIFEST_UNKNOWN:
+                raise
+            if self.pull_through is not None and self.pull_through.covers(name):
+                digest, media_type, data = await self.pull_through.manifest(name, reference)
+                return Manifest(digest, media_type, data)
+            if self.misses is not None:
                 self.misses.record(name, reference)
             raise
 
@@ -237,6 +245,8 @@ class Resolver:
         return data
 
     async def close(self) -> None:
+        if self.pull_through is not None:
+            await self.pull_through.aclose()
         if self.freshness is not None:
             await self.freshness.aclose()
         for store in self.stores:

@@ -23,6 +23,7 @@ class ErrorCode(enum.Enum):
     TAG_INVALID = (400, "manifest tag did not match URI")
     PAGINATION_NUMBER_INVALID = (400, "invalid number of results requested")
     RANGE_INVALID = (416, "invalid content range")
+    SIZE_INVALID = (400, "provided length did not match content length")
     UNAUTHORIZED = (401, "authentication required")
     DENIED = (403, "requested access to the resource is denied")
     UNSUPPORTED = (405, "the operation is unsupported")

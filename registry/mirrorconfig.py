@@ -52,10 +52,11 @@ class UpstreamConfig(StrictModel):
     timeout: Duration = 60.0
     connect_timeout: Duration = 10.0
     retries: int = Field(default=4, ge=0, le=20)
-    # What the gateway does when a client asks for content of this registry it does not have:
-    # "fallthrough" answers 404 at once (containerd goes to the upstream itself) and queues
-    # the miss for the next sync run, if a mirror rule covers the repository.
-    on_miss: Literal["fallthrough"] = "fallthrough"
+    # What the gateway does when a client asks for content of this registry it does not have,
+    # in a repository a mirror rule covers: "fallthrough" answers 404 at once (containerd goes
+    # to the upstream itself) and queues the miss for the next sync run; "pull-through"
+    # fetches it from the upstream, serves it and stores it (docs/operations.md).
+    on_miss: Literal["fallthrough", "pull-through"] = "fallthrough"
 
     @field_validator("urls")
     @classmethod

@@ -6,7 +6,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.blobs import parse_range
+from gateway.http import parse_range
 from registry.errors import RegistryError
 from tests.gateway.conftest import DEMO, OTHER, Seeded
 

@@ -1,0 +1,255 @@
+"""``on_miss: pull-through``: content the stores lack is fetched from the upstream, served, and
+committed to the primary store, so the next request (from any node) is a hit.
+
+Manifests are fetched whole, checked against their digest, committed (bytes, revision link,
+then the tag), and served. A blob is downloaded once per process by a *fill*: a background task
+that spools the upstream's bytes to a local file while hashing them, then commits the blob to
+the primary store only if they match its digest. Every request for that blob - concurrent ones
+included, Range requests too - is served from the spool as it grows, so one upstream fetch
+feeds them all and the gateway's memory stays flat. A client that disconnects does not stop
+the fill; a fill whose bytes do not match is never committed, and the clients reading it are cut
+off (closing the connection is the only way to tell them mid-body). An upstream 429 or 408 is
+never passed on (containerd would retry the same host): it becomes a 503, a missing image a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+import httpx
+from anyio import to_thread
+from starlette.types import Send
+
+from gateway.http import API_VERSION_HEADER, header_value, parse_range
+from registry import layout, writer
+from registry.config import Config
+from registry.digest import Digest
+from registry.errors import ErrorCode, RegistryError
+from registry.mediatypes import media_type_of, parse_manifest
+from registry.mirrorconfig import covers
+from registry.names import canonical_registry
+from registry.store import CHUNK_SIZE, ObjectStore
+from registry.upstream.client import Upstream
+from registry.upstream.errors import UpstreamError, UpstreamNotFound
+
+logger = logging.getLogger("regfront.gateway")
+
+
+class Fill:
+    """One blob on its way from the upstream to the primary store, readable while it grows."""
+
+    def __init__(self, digest: Digest, spool: Path) -> None:
+        self.digest = digest
+        self.spool = spool
+        self.size: int | None = None
+        self.written = 0
+        self.error: BaseException | None = None
+        self.verified = False  # every byte is in the spool and matches the digest
+        self.done = False  # ... and committed to the primary store
+        self.started = asyncio.Event()  # the upstream answered: size known (or failed)
+        self._progress = asyncio.Condition()
+
+    async def advanced(self) -> None:
+        async with self._progress:
+            self._progress.notify_all()
+
+    async def wait_beyond(self, offset: int) -> None:
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.written > offset or self.verified or
+                                          self.error is not None)
+
+    async def wait_done(self) -> None:
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.verified or self.error is not None)
+
+    async def read(self, handle: BinaryIO, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes ``start..end`` (inclusive) of the open spool, as the fill writes them."""
+        try:
+            position = start
+            await to_thread.run_sync(handle.seek, start)
+            while position <= end:
+                if self.error is not None:
+                    raise self.error
+                if position >= self.written:
+                    if self.verified:  # never: _run checks the length it was announced
+                        raise RuntimeError(f"{self.digest}: fewer bytes than announced")
+                    await self.wait_beyond(position)
+                    continue
+                want = min(CHUNK_SIZE, end + 1 - position, self.written - position)
+                chunk = await to_thread.run_sync(handle.read, want)
+                position += len(chunk)
+                if position > end and not self.verified:
+                    # Hold the last bytes back until the digest checks out: a client must
+                    # never complete a body the gateway would refuse to commit.
+                    await self.wait_done()
+                    if self.error is not None:
+                        raise self.error
+                yield chunk
+        finally:
+            handle.close()
+
+
+class PullThrough:
+    def __init__(self, config: Config, primary: ObjectStore, *, spool_dir: str | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.primary = primary
+        self.spool_dir = spool_dir or tempfile.gettempdir()
+        self.transport = transport  # tests: a corrupting upstream
+        self.upstreams = {canonical_registry(r): (r, u) for r, u in config.upstreams.items()
+                          if u.on_miss == "pull-through"}
+        self.rules = {canonical_registry(r): [m for m in config.mirror if m.registry == r]
+                      for r in config.upstreams}
+        self._clients: dict[str, Upstream] = {}
+        self._manifests: dict[tuple[str, str], asyncio.Task[tuple[Digest, bytes]]] = {}
+        self.fills: dict[Digest, Fill] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def covers(self, name: str) -> bool:
+        """Pulled through: a pull-through upstream, and a repository some rule covers (else
+        any client could make the fleet mirror anything)."""
+        registry, _, repository = name.partition("/")
+        return registry in self.upstreams and any(
+            covers(rule, repository) for rule in self.rules.get(registry, ()))
+
+    def _client(self, registry: str) -> Upstream:
+        if registry not in self._clients:
+            configured, upstream = self.upstreams[registry]
+            self._clients[registry] = Upstream(configured, upstream, transport=self.transport)
+        return self._clients[registry]
+
+    # -- manifests -------------------------------------------------------------------------
+
+    async def manifest(self, name: str, reference: str | Digest) -> tuple[Digest, str, bytes]:
+        """Fetch, commit and return a manifest (one upstream fetch per name and reference)."""
+        key = (name, str(reference))
+        task = self._manifests.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._fetch_manifest(name, reference))
+            self._manifests[key] = task
+            task.add_done_callback(lambda _: self._manifests.pop(key, None))
+        digest, data = await asyncio.shield(task)
+        return digest, media_type_of(parse_manifest(data)), data
+
+    async def _fetch_manifest(self, name: str, reference: str | Digest) -> tuple[Digest, bytes]:
+        registry, _, repository = name.partition("/")
+        try:
+            ref, data = await self._client(registry).get_manifest(repository, reference)
+        except UpstreamNotFound:
+            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, {"name": name}) from None
+        except UpstreamError as exc:
+            raise _unavailable(exc) from None
+        await writer.put_manifest(self.primary, name, data)
+        if isinstance(reference, str):
+            await writer.put_tag(self.primary, name, reference, ref.digest)
+        return ref.digest, data
+
+    # -- blobs -----------------------------------------------------------------------------
+
+    async def fill(self, name: str, digest: Digest) -> Fill:
+        """The running (or a new) fill of ``digest``, once the upstream has answered."""
+        fill = self.fills.get(digest)
+        if fill is None:
+            descriptor, spool = tempfile.mkstemp(prefix="regfront-fill-", dir=self.spool_dir)
+            os.close(descriptor)
+            fill = self.fills[digest] = Fill(digest, Path(spool))
+            task = asyncio.get_running_loop().create_task(self._run(fill, name))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await fill.started.wait()
+        if fill.error is not None and fill.size is None:
+            error = fill.error
+            if isinstance(error, UpstreamNotFound):
+                raise RegistryError(ErrorCode.BLOB_UNKNOWN, {"digest": str(digest)})
+            raise _unavailable(error)
+        return fill
+
+    async def _run(self, fill: Fill, name: str) -> None:
+        registry, _, repository = name.partition("/")
+        verifier = fill.digest.verifier()
+        try:
+            async with self._client(registry).blob(repository, fill.digest) as stream:
+                fill.size = stream.size
+                fill.started.set()
+                with fill.spool.open("wb") as spool:
+                    async for chunk in stream:
+                        verifier.update(chunk)
+                        await to_thread.run_sync(spool.write, chunk)
+                        await to_thread.run_sync(spool.flush)
+                        fill.written += len(chunk)
+                        await fill.advanced()
+            if fill.size is not None and fill.written != fill.size:
+                raise RegistryError(ErrorCode.SIZE_INVALID, {"digest": str(fill.digest),
+                                                             "announced": fill.size,
+                                                             "received": fill.written})
+            verifier.verify()  # a mismatch raises: never committed
+            fill.size = fill.written
+            fill.verified = True
+            await fill.advanced()
+            await writer.put_blob(self.primary, fill.digest, _file_chunks(fill.spool))
+            await writer.link_blob(self.primary, name, fill.digest)
+            fill.done = True
+        except BaseException as exc:
+            fill.error = exc
+            logger.warning("pull-through of %s@%s failed: %r", name, fill.digest, exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            fill.started.set()
+            await fill.advanced()
+            self.fills.pop(fill.digest, None)
+            # Readers hold their own handle: unlinking now frees the disk when they finish.
+            fill.spool.unlink(missing_ok=True)
+
+    async def serve_blob(self, send: Send, method: str, name: str, digest: Digest,
+                         headers: list[tuple[bytes, bytes]], range_header: str | None) -> None:
+        fill = await self.fill(name, digest)
+        if fill.size is None:  # no Content-Length: wait for the whole blob
+            await fill.wait_done()
+        size = fill.size if fill.size is not None else fill.written
+        span = parse_range(range_header, size)
+        start, end, status = 0, size - 1, 200
+        if span is not None:
+            start, end, status = span[0], span[1], 206
+            headers.append((b"content-range", f"bytes {start}-{end}/{size}".encode()))
+        headers += [(b"content-type", b"application/octet-stream"),
+                    (b"docker-content-digest", str(digest).encode()),
+                    (b"content-length", header_value(end - start + 1)), API_VERSION_HEADER]
+        body: AsyncIterator[bytes] | None = None
+        if method == "GET":
+            try:  # opened before answering: the fill may finish and remove its spool
+                handle = await to_thread.run_sync(fill.spool.open, "rb")
+                body = fill.read(handle, start, end)
+            except FileNotFoundError:  # finished: the blob is committed in the primary store
+                body = await self.primary.read(layout.blob_data(digest), start, end - start + 1)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        if body is not None:
+            async for chunk in body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for client in self._clients.values():
+            await client.aclose()
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    handle = await to_thread.run_sync(path.open, "rb")
+    try:
+        while chunk := await to_thread.run_sync(handle.read, CHUNK_SIZE):
+            yield chunk
+    finally:
+        handle.close()
+
+
+def _unavailable(exc: BaseException) -> RegistryError:
+    # Never the upstream's own status: a 429 or 408 would make containerd retry this host.
+    return RegistryError(ErrorCode.UNAVAILABLE, {"reason": "upstream unavailable",
+                                                 "upstream": str(exc)[:200]})
