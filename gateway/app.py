@@ -104,7 +104,8 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None) -> Gatew
     if stores is None:
         stores = [open_store(s.url) for s in config.storage]
     misses = MissQueue(config, stores[-1]) if config.mirror else None
-    freshness = (Freshness(config, misses) if any(r.tag_ttl for r in config.mirror) else None)
+    checks = Freshness(config, misses)
+    freshness = checks if checks.rules else None  # nothing to check: nothing on the hot path
     pull_through = (PullThrough(config, stores[-1]) if any(
         u.on_miss == "pull-through" for u in config.upstreams.values()) else None)
     resolver = Resolver(stores, config.gateway, misses, freshness, pull_through)

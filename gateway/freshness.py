@@ -1,4 +1,5 @@
-"""Tag freshness for mirror rules that set ``tag_ttl``: stale-while-revalidate, stale-if-error.
+"""Tag freshness for mirror rules (or pull-through upstreams) that set ``tag_ttl``:
+stale-while-revalidate, stale-if-error.
 
 A tag older than its rule's ``tag_ttl`` is checked against the upstream with one manifest HEAD
 (which Docker Hub does not count against its pull limit), in the background: the request that
@@ -48,9 +49,15 @@ class Freshness:
         self.misses = misses
         self.clock = clock
         self.rules: dict[str, list[MirrorRule]] = {}
+        # A pull-through upstream's tag_ttl covers every repository its rules cover.
+        upstream_ttl = {r: u.tag_ttl for r, u in config.upstreams.items()
+                        if u.on_miss == "pull-through" and u.tag_ttl is not None}
         for rule in config.mirror:
-            if rule.tag_ttl is not None:
-                self.rules.setdefault(canonical_registry(rule.registry), []).append(rule)
+            ttls = [t for t in (rule.tag_ttl, upstream_ttl.get(rule.registry)) if t is not None]
+            if ttls:
+                registry = canonical_registry(rule.registry)
+                self.rules.setdefault(registry, []).append(
+                    rule.model_copy(update={"tag_ttl": min(ttls)}))
         self.checked: dict[tuple[str, str], float] = {}
         self.breakers: dict[str, Breaker] = {}
         self._upstreams: dict[str, Upstream] = {}

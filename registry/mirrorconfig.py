@@ -57,6 +57,9 @@ class UpstreamConfig(StrictModel):
     # to the upstream itself) and queues the miss for the next sync run; "pull-through"
     # fetches it from the upstream, serves it and stores it (docs/operations.md).
     on_miss: Literal["fallthrough", "pull-through"] = "fallthrough"
+    # With pull-through: gateways re-check this registry's tags upstream once older than this
+    # (as a rule's tag_ttl does for the rule's tags).
+    tag_ttl: Duration | None = Field(default=None, gt=0)
 
     @field_validator("urls")
     @classmethod

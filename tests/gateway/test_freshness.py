@@ -150,3 +150,12 @@ async def test_rules_without_tag_ttl_cost_nothing(setup: tuple[MemoryStore, str]
     config = parse_config(CONFIG.replace(", tag_ttl: 60s", ""))
     app = create_app(config, [store])
     assert app.resolver.freshness is None
+
+
+def test_a_pull_through_upstreams_tag_ttl_applies_to_its_rules() -> None:
+    config = parse_config(CONFIG.replace(", tag_ttl: 60s", "").replace(
+        '["https://upstream.invalid"]}',
+        '["https://upstream.invalid"], on_miss: pull-through, tag_ttl: 5m}'))
+    checks = Freshness(config, None)
+    assert checks.ttl(NAME) == 300.0
+    assert checks.ttl("docker.io/library/other") is None
