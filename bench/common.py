@@ -18,12 +18,11 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
-from urllib.parse import urlsplit
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 

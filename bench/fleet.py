@@ -1,0 +1,105 @@
+"""Fleet: N nodes (separate containerd instances) pulling M images at once through one gateway,
+against the same nodes pulling straight from the upstream registry:2.
+
+The images share 80% of their layers (``tests.images.fleet_layout``). Through regfront, the
+images are first mirrored into the gateway's file store by ``regfront sync`` from the upstream,
+and nodes pull through the gateway with the upstream as hosts.toml fallback. Upstream egress is
+read from the upstream process's /proc/<pid>/io (bytes written, sockets included: its access log
+is off) around the sync and around the pulls; the serving process's egress and CPU time the same
+way around the pulls. Servers run on core 0, every containerd and ctr on core 1.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bench.common import (
+    Json,
+    Running,
+    check_disk,
+    cpu_seconds,
+    log,
+    percentile,
+    regfront_cli,
+    serving_regfront,
+    serving_registry2,
+    written_bytes,
+)
+from bench.nodes import Node, containerd_nodes, direct_hosts
+from bench.sync import NAME, fill_upstream, image_blobs, regfront_sync
+from tests.images import fleet_layout
+
+MB = 10**6
+
+
+def pull_all(nodes: list[Node], refs: list[str], hosts: Path) -> tuple[list[float], float]:
+    """Every node pulls every ref, all at once; each pull's seconds, and the wall time."""
+    jobs = [(node, ref) for node in nodes for ref in refs]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        times = list(pool.map(lambda job: job[0].pull(job[1], hosts), jobs))
+    return times, time.perf_counter() - started
+
+
+def measure(nodes: list[Node], refs: list[str], hosts: Path, server: Running,
+            upstream: Running) -> Json:
+    """One fleet-wide pull: times, the serving side's CPU and egress, the upstream's egress."""
+    for node in nodes:
+        node.remove_all()
+    upstream_before, server_before = written_bytes(upstream.pid), written_bytes(server.pid)
+    cpu_before = cpu_seconds(server.pid)
+    times, wall = pull_all(nodes, refs, hosts)
+    pulls = len(times)
+    result = {
+        "pulls": pulls, "wall_s": wall, "p50_s": percentile(times, 50),
+        "p99_s": percentile(times, 99), "times": times,
+        "upstream_egress_during_pulls": written_bytes(upstream.pid) - upstream_before,
+        "server_egress": written_bytes(server.pid) - server_before,
+        "server_cpu_per_pull": (cpu_seconds(server.pid) - cpu_before) / pulls,
+    }
+    for node in nodes:
+        node.remove_all()
+    return result
+
+
+def run(*, nodes: int, images: int, layer_mb: float) -> Json:
+    """The fleet benchmark's JSON section."""
+    layer = int(layer_mb * MB)
+    tags = [f"2.{i}.0" for i in range(images)]
+    refs = [f"docker.io/{NAME}:{tag}" for tag in tags]
+    with tempfile.TemporaryDirectory(prefix="rf-bench-fleet-") as tmp:
+        work = Path(tmp)
+        check_disk(work, (4 + images) * layer * (3 + nodes) + nodes * images * 5 * layer,
+                   "fleet")
+        fleet = fleet_layout(work / "oci", tags, layer_size=layer, unique_size=layer, seed=23)
+        naive, unique = image_blobs(fleet, tags)
+        fill_upstream(fleet, tags, work / "upstream")
+        shutil.rmtree(work / "oci")
+        log(f"fleet: starting {nodes} containerd nodes")
+        with serving_registry2(work, root=work / "upstream") as upstream, \
+                containerd_nodes(nodes, work / "nodes") as fleet_nodes:
+            before = written_bytes(upstream.pid)
+            sync_seconds, summary = regfront_sync(work, upstream, work / "store")
+            sync_egress = written_bytes(upstream.pid) - before
+            via = work / "hosts-via"
+            with serving_regfront(work / "store", work) as gateway:
+                regfront_cli("containerd-config", "--gateway", gateway.url, "--registry",
+                             f"docker.io={upstream.url}", "--out", str(via))
+                log(f"fleet: {nodes} nodes x {images} images through regfront")
+                through = measure(fleet_nodes, refs, via, gateway, upstream)
+            direct = direct_hosts(work / "hosts-direct", "docker.io", upstream.url)
+            log(f"fleet: {nodes} nodes x {images} images straight from the upstream")
+            straight = measure(fleet_nodes, refs, direct, upstream, upstream)
+            snapshotter = fleet_nodes[0].snapshotter
+    through["sync_seconds"] = sync_seconds
+    through["sync_egress"] = sync_egress
+    through["sync_bytes_downloaded"] = summary["bytes_downloaded"]
+    through["upstream_egress"] = sync_egress + through["upstream_egress_during_pulls"]
+    straight["upstream_egress"] = straight["upstream_egress_during_pulls"]
+    return {"nodes": nodes, "images": images, "layer_bytes": layer,
+            "image_bytes": naive // images, "unique_bytes": sum(unique.values()),
+            "snapshotter": snapshotter, "regfront": through, "direct": straight}
