@@ -52,12 +52,16 @@ def _config_with_overrides(config_file: str | None, storage: tuple[str, ...],
               help="Store URL, nearest first; repeatable. Default ./regfront-data.")
 @click.option("--listen", envvar="REGFRONT_LISTEN", help="HOST:PORT (default 127.0.0.1:5000).")
 @click.option("--workers", type=int, envvar="REGFRONT_WORKERS", help="Worker processes.")
+@click.option("--tls-cert", envvar="REGFRONT_TLS_CERT", help="Serve HTTPS with this PEM "
+              "certificate (chain)...")
+@click.option("--tls-key", envvar="REGFRONT_TLS_KEY", help="... and this PEM private key.")
 def serve(config_file: str | None, storage: tuple[str, ...], listen: str | None,
-          workers: int | None) -> None:
+          workers: int | None, tls_cert: str | None, tls_key: str | None) -> None:
     """Serve the OCI pull API from the configured stores."""
     import uvicorn
 
-    config = _config_with_overrides(config_file, storage, {"listen": listen, "workers": workers})
+    config = _config_with_overrides(config_file, storage, {
+        "listen": listen, "workers": workers, "tls_cert": tls_cert, "tls_key": tls_key})
     try:
         from registry.store import open_store
 
@@ -67,13 +71,15 @@ def serve(config_file: str | None, storage: tuple[str, ...], listen: str | None,
         _fail(str(exc))
     host, port = split_listen(config.gateway.listen)
     os.environ[_RESOLVED_CONFIG_ENV] = config.model_dump_json()
-    logger.info("serving %s on http://%s:%d", ", ".join(s.url for s in config.storage),
-                host, port)
-    logger.info("point containerd at it: regfront containerd-config --gateway http://%s:%d "
-                "--registry docker.io --out /etc/containerd/certs.d", host, port)
+    scheme = "https" if config.gateway.tls_cert else "http"
+    logger.info("serving %s on %s://%s:%d", ", ".join(s.url.split("?")[0] for s in config.storage),
+                scheme, host, port)
+    logger.info("point containerd at it: regfront containerd-config --gateway %s://%s:%d "
+                "--registry docker.io --out /etc/containerd/certs.d", scheme, host, port)
     uvicorn.run("gateway.cli:app_from_environment", factory=True, host=host, port=port,
                 workers=config.gateway.workers, access_log=False, server_header=False,
-                log_level="info", timeout_graceful_shutdown=30)
+                log_level="info", timeout_graceful_shutdown=30,
+                ssl_certfile=config.gateway.tls_cert, ssl_keyfile=config.gateway.tls_key)
 
 
 def app_from_environment() -> Any:
@@ -177,15 +183,22 @@ def import_(source: str, image: str, storage: str) -> None:
 @click.option("--skip-verify", is_flag=True, envvar="REGFRONT_SKIP_VERIFY",
               help="Do not verify the gateway's TLS certificate.")
 @click.option("--ca-file", envvar="REGFRONT_CA_FILE", help="CA bundle for the gateway's TLS.")
+@click.option("--client-cert", envvar="REGFRONT_CLIENT_CERT",
+              help="Client certificate (PEM) nodes present to the gateway (mutual TLS)...")
+@click.option("--client-key", envvar="REGFRONT_CLIENT_KEY", help="... and its key.")
 def containerd_config(gateway: str, registries: tuple[str, ...], out: str, dial_timeout: str,
-                      skip_verify: bool, ca_file: str | None) -> None:
+                      skip_verify: bool, ca_file: str | None, client_cert: str | None,
+                      client_key: str | None) -> None:
     """Write OUT/<registry>/hosts.toml so containerd pulls through the gateway."""
     from gateway.containerd import parse_registry, write_hosts_dir
 
     try:
         parsed = [parse_registry(r) for r in registries]
+        if (client_cert is None) != (client_key is None):
+            raise ConfigError("--client-cert and --client-key go together")
+        client = (client_cert, client_key) if client_cert and client_key else None
         for path in write_hosts_dir(Path(out), gateway, parsed, dial_timeout=dial_timeout,
-                                    skip_verify=skip_verify, ca_file=ca_file):
+                                    skip_verify=skip_verify, ca_file=ca_file, client=client):
             click.echo(str(path))
     except ConfigError as exc:
         _fail(str(exc))

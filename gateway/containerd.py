@@ -48,7 +48,8 @@ def _toml_string(value: str) -> str:
 
 
 def hosts_toml(gateway: str, registry: MirroredRegistry, *, dial_timeout: str,
-               skip_verify: bool = False, ca_file: str | None = None) -> str:
+               skip_verify: bool = False, ca_file: str | None = None,
+               client: tuple[str, str] | None = None) -> str:
     lines = [
         "# Written by `regfront containerd-config`: the regfront gateway first, then the",
         "# registry itself when the gateway has no such image or cannot be reached.",
@@ -66,12 +67,16 @@ def hosts_toml(gateway: str, registry: MirroredRegistry, *, dial_timeout: str,
         lines.append("  skip_verify = true")
     if ca_file:
         lines.append(f"  ca = {_toml_string(ca_file)}")
+    if client:
+        cert, key = client
+        lines.append(f"  client = [[{_toml_string(cert)}, {_toml_string(key)}]]")
     return "\n".join(lines) + "\n"
 
 
 def write_hosts_dir(out: Path, gateway: str, registries: list[MirroredRegistry], *,
                     dial_timeout: str = DEFAULT_DIAL_TIMEOUT, skip_verify: bool = False,
-                    ca_file: str | None = None) -> list[Path]:
+                    ca_file: str | None = None,
+                    client: tuple[str, str] | None = None) -> list[Path]:
     if not gateway.startswith(("http://", "https://")):
         raise ConfigError(f"--gateway {gateway!r}: expected an http:// or https:// URL")
     written = []
@@ -79,6 +84,6 @@ def write_hosts_dir(out: Path, gateway: str, registries: list[MirroredRegistry],
         path = out / registry.name / "hosts.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(hosts_toml(gateway, registry, dial_timeout=dial_timeout,
-                                   skip_verify=skip_verify, ca_file=ca_file))
+                                   skip_verify=skip_verify, ca_file=ca_file, client=client))
         written.append(path)
     return written

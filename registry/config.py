@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ByteSize, Field, ValidationError, field_validator
+from pydantic import ByteSize, Field, ValidationError, field_validator, model_validator
 
 from registry.configtypes import Duration, StrictModel
 from registry.errors import ConfigError, RegistryError
@@ -46,11 +46,24 @@ class GatewayConfig(StrictModel):
     # clients always get at least half of it (signing costs hundreds of microseconds).
     presign_expiry: Duration = Field(default=1200.0, ge=60, le=7 * 86400)
 
+    # HTTPS: both or neither. Nodes then need the CA (regfront containerd-config --ca-file).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
         split_listen(value)
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> GatewayConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{path}: no such file")
+        return self
 
 
 class Config(StrictModel):
