@@ -119,3 +119,27 @@ def test_containerd_config_errors(runner: CliRunner, tmp_path: Path, args: list[
     assert result.exit_code == 1
     assert message in _one_line_error(result.output)
     assert not (tmp_path / "out").exists()
+
+
+def test_containerd_config_client_certificates(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(main, ["containerd-config", "--gateway", "https://gw", "--registry",
+                                  "ghcr.io", "--out", str(tmp_path), "--client-cert",
+                                  "/etc/node.pem", "--client-key", "/etc/node-key.pem"])
+    assert result.exit_code == 0, result.output
+    host = tomllib.loads((tmp_path / "ghcr.io" / "hosts.toml").read_text())["host"]["https://gw"]
+    assert host["client"] == [["/etc/node.pem", "/etc/node-key.pem"]]
+    half = runner.invoke(main, ["containerd-config", "--gateway", "https://gw", "--registry",
+                                "ghcr.io", "--out", str(tmp_path), "--client-cert", "/x"])
+    assert half.exit_code == 1
+    assert "go together" in _one_line_error(half.output)
+
+
+def test_serve_needs_both_tls_files(runner: CliRunner, tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x")
+    result = runner.invoke(main, ["serve", "--tls-cert", str(cert)])
+    assert result.exit_code == 1
+    assert "tls_cert and tls_key go together" in _one_line_error(result.output)
+    missing = runner.invoke(main, ["serve", "--tls-cert", str(cert), "--tls-key", "/nope.pem"])
+    assert missing.exit_code == 1
+    assert "/nope.pem: no such file" in _one_line_error(missing.output)
