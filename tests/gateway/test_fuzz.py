@@ -84,7 +84,8 @@ def _upstream(request: httpx.Request) -> httpx.Response:
 
 def _app(store: ObjectStore) -> Gateway:
     app = create_app(parse_config(CONFIG), [store])
-    assert app.resolver.pull_through is not None and app.resolver.freshness is not None
+    assert app.resolver.pull_through is not None
+    assert app.resolver.freshness is not None
     app.resolver.pull_through.transport = httpx.MockTransport(_upstream)
     app.resolver.freshness.transport = httpx.MockTransport(_upstream)
     return app
