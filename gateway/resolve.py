@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from cachetools import LRUCache, TTLCache
 
 from gateway.freshness import Freshness
+from gateway.metrics import GatewayMetrics
 from gateway.misses import MissQueue
 from gateway.pullthrough import PullThrough
 from gateway.stores import StoreSet
@@ -69,12 +70,14 @@ class Resolver:
 
     def __init__(self, stores: list[ObjectStore], config: GatewayConfig,
                  misses: MissQueue | None = None, freshness: Freshness | None = None,
-                 pull_through: PullThrough | None = None) -> None:
+                 pull_through: PullThrough | None = None,
+                 metrics: GatewayMetrics | None = None) -> None:
+        self.metrics = metrics or GatewayMetrics()
         self.misses = misses
         self.pull_through = pull_through
         self.freshness = freshness
         self.stores = StoreSet(stores, timeout=config.store_timeout,
-                               backoff=config.store_backoff)
+                               backoff=config.store_backoff, metrics=self.metrics)
         self.tags: TTLCache[tuple[str, str], Digest] = TTLCache(
             maxsize=max(1, config.link_cache_entries), ttl=config.tag_ttl)
         self.tag_lists: TTLCache[str, list[str]] = TTLCache(maxsize=1024, ttl=config.tag_ttl)
@@ -94,11 +97,15 @@ class Resolver:
             ttl=min(config.presign_expiry / 2, PRESIGNED_REUSE_MAX))
         self._flights = SingleFlight()
 
-    async def _cached(self, cache: Any, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
+    async def _cached(self, name: str, cache: Any, key: Hashable,
+                      load: Callable[[], Awaitable[T]]) -> T:
         value: T = cache.get(key, _MISSING)
         if value is _MISSING:
-            value = await self._flights.do((id(cache), key), load)
+            self.metrics.cache[(name, "miss")] += 1
+            value = await self._flights.do((name, key), load)
             cache[key] = value
+        else:
+            self.metrics.cache[(name, "hit")] += 1
         return value
 
     # -- manifests -------------------------------------------------------------------------
@@ -109,7 +116,7 @@ class Resolver:
             return Digest.parse(data.decode())
 
         try:
-            return await self._cached(self.tags, (name, tag), load)
+            return await self._cached("tags", self.tags, (name, tag), load)
         except NotFound:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, {"name": name, "tag": tag}) from None
 
@@ -137,7 +144,8 @@ class Resolver:
             digest = reference
             await self._linked(name, "revision", digest, ErrorCode.MANIFEST_UNKNOWN)
         try:
-            return await self._cached(self.manifests, digest, lambda: self._load_manifest(digest))
+            return await self._cached("manifests", self.manifests, digest,
+                                     lambda: self._load_manifest(digest))
         except NotFound:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, {"name": name,
                                                             "digest": str(digest)}) from None
@@ -163,7 +171,8 @@ class Resolver:
         except RegistryError:
             await self._linked(name, "revision", digest, ErrorCode.BLOB_UNKNOWN)
         try:
-            return await self._cached(self.blobs, digest, lambda: self._load_blob(digest))
+            return await self._cached("blobs", self.blobs, digest,
+                                     lambda: self._load_blob(digest))
         except NotFound:
             raise RegistryError(ErrorCode.BLOB_UNKNOWN, {"digest": str(digest)}) from None
 
@@ -199,7 +208,7 @@ class Resolver:
             return (await self._first(key)).strip() == layout.link_content(digest)
 
         try:
-            if await self._cached(self.links, (kind, name, digest), load):
+            if await self._cached("links", self.links, (kind, name, digest), load):
                 return
         except NotFound:
             pass
@@ -212,7 +221,7 @@ class Resolver:
             listings = await self.stores.each(lambda s: s.children(layout.tags_dir(name)))
             return sorted({tag for listing in listings for tag in listing})
 
-        tags = await self._cached(self.tag_lists, name, load)
+        tags = await self._cached("tag_lists", self.tag_lists, name, load)
         if not tags:
             raise RegistryError(ErrorCode.NAME_UNKNOWN, {"name": name})
         return tags

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from gateway.metrics import GatewayMetrics
 from registry.errors import ErrorCode, RegistryError
 from registry.store import NotFound, ObjectStore
 
@@ -27,20 +28,24 @@ MAX_BACKOFF = 60.0
 @dataclass
 class StoreHealth:
     store: ObjectStore
+    label: str = ""  # the store's URL without its query: safe in logs and metric labels
     healthy: bool = True
     failures: int = 0
     retry_at: float = 0.0
     last_error: str | None = None
 
     def detail(self) -> dict[str, Any]:
-        return {"url": _redact(self.store.url), "healthy": self.healthy,
+        return {"url": self.label, "healthy": self.healthy,
                 "failures": self.failures, "last_error": self.last_error}
 
 
 class StoreSet:
     def __init__(self, stores: list[ObjectStore], *, timeout: float, backoff: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.entries = [StoreHealth(store) for store in stores]
+                 clock: Callable[[], float] = time.monotonic,
+                 metrics: GatewayMetrics | None = None) -> None:
+        self.entries = [StoreHealth(store, _redact(store.url)) for store in stores]
+        self.metrics = metrics or GatewayMetrics()
+        self.metrics.watch_stores(self)
         self.timeout = timeout
         self.backoff = backoff
         self.clock = clock
@@ -85,21 +90,29 @@ class StoreSet:
             raise RegistryError(ErrorCode.UNAVAILABLE, {"reason": "no store reachable"})
         return answers
 
-    async def attempt(self, entry: StoreHealth, call: Callable[[ObjectStore], Awaitable[T]]) -> T:
+    async def attempt(self, entry: StoreHealth, call: Callable[[ObjectStore], Awaitable[T]],
+                      operation: str = "read") -> T:
+        started = time.perf_counter()
+        outcome = "ok"
         try:
             result = await asyncio.wait_for(call(entry.store), self.timeout)
         except NotFound:
+            outcome = "not_found"
             self._succeeded(entry)
             raise
         except Exception as exc:
+            outcome = "error"
             self._failed(entry, exc)
-            raise StoreFailed(entry.store.url) from exc
+            raise StoreFailed(entry.label) from exc
+        finally:
+            self.metrics.store_calls[(entry.label, operation, outcome)] += 1
+            self.metrics.store_duration[(entry.label,)].observe(time.perf_counter() - started)
         self._succeeded(entry)
         return result
 
     def _succeeded(self, entry: StoreHealth) -> None:
         if not entry.healthy:
-            logger.info("store %s is healthy again", _redact(entry.store.url))
+            logger.info("store %s is healthy again", entry.label)
         entry.healthy, entry.failures, entry.last_error = True, 0, None
 
     def _failed(self, entry: StoreHealth, exc: BaseException) -> None:
@@ -109,7 +122,7 @@ class StoreSet:
         entry.retry_at = self.clock() + wait
         if entry.healthy:
             logger.warning("store %s failed (%s); skipping it for %.0f s",
-                           _redact(entry.store.url), entry.last_error, wait)
+                           entry.label, entry.last_error, wait)
         entry.healthy = False
 
 
