@@ -5,7 +5,7 @@ layout, and never make it contact a host the config does not name."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, MutableMapping
 from typing import Any
 from urllib.parse import quote
 
@@ -109,10 +109,10 @@ async def _call(app: Gateway, method: str, path: str, query: bytes,
     }
     statuses: list[int] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> MutableMapping[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             statuses.append(message["status"])
 
