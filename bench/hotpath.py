@@ -72,6 +72,8 @@ WORKLOADS = (
     Workload("manifest GET by digest", "wrk", "manifests", "child"),
     Workload("blob HEAD", "hey", "blobs", "layer"),
     Workload("blob GET", "wrk", "blobs", "layer", s3_status=307),
+    # No store involved: each server's own per-request cost (regfront: through Starlette).
+    Workload("GET /v2/ (no store)", "wrk", "base", "base"),
 )
 
 
@@ -90,12 +92,14 @@ def build_image(root: Path) -> Image:
     index = json.loads((blobs / index_digest[7:]).read_bytes())
     child = index["manifests"][0]["digest"]
     layer = json.loads((blobs / child[7:]).read_bytes())["layers"][-1]
-    return Image(layout.root, {"tag": TAG, "child": child, "layer": layer["digest"]},
+    return Image(layout.root, {"tag": TAG, "child": child, "layer": layer["digest"], "base": ""},
                  layer["size"])
 
 
 def url_of(server: str, base: str, image: Image, workload: Workload) -> str:
     """regfront is asked as containerd asks a mirror (``?ns=``); registry:2 by the full name."""
+    if workload.kind == "base":
+        return f"{base}/v2/"
     reference = image.refs[workload.target]
     if server == "regfront":
         return f"{base}/v2/{NAME}/{workload.kind}/{reference}?ns={NS}"
@@ -104,7 +108,7 @@ def url_of(server: str, base: str, image: Image, workload: Workload) -> str:
 
 def expected_status(backend: str, server: str, workload: Workload) -> int:
     """registry:2 on S3 redirects blob HEADs too (to a HEAD-signed URL); regfront answers them."""
-    if backend != "s3":
+    if backend != "s3" or workload.kind == "base":
         return 200
     if server == "registry2" and workload.kind == "blobs":
         return 307

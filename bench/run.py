@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.common import REPO, Json, log, machine, require
 
 RESULTS = REPO / "bench" / "results"
-SECTIONS = ("hotpath", "coldstart", "pulls", "sync", "fleet")
+SECTIONS = ("hotpath", "coldstart", "pulls", "sync", "fleet", "profile")
 
 
 def _hotpath(args: argparse.Namespace) -> Json:
@@ -63,10 +63,20 @@ def _fleet(args: argparse.Namespace) -> Json:
     return fleet.run(nodes=args.nodes, images=args.fleet_images, layer_mb=args.fleet_layer_mb)
 
 
+def _profile(args: argparse.Namespace) -> Json:
+    from bench import profile
+
+    return profile.run(seconds=4 if args.quick else 8)
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace], Json]] = {
     "hotpath": _hotpath, "coldstart": _coldstart, "pulls": _pulls, "sync": _sync,
-    "fleet": _fleet,
+    "fleet": _fleet, "profile": _profile,
 }
+
+
+def _loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def main() -> None:
@@ -75,7 +85,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a subset in under 2 minutes: hot path at c=32, short runs, small "
                              "pulls, a small fleet (writes bench/results/quick.json)")
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--only", nargs="+", choices=SECTIONS,
+                        help="these sections (default: all; --quick leaves out profile)")
     parser.add_argument("--out", type=Path, help="result file (default: latest.json, or "
                                                  "quick.json with --quick)")
     parser.add_argument("--docs", action=argparse.BooleanOptionalAction, default=None,
@@ -93,7 +104,14 @@ def main() -> None:
                         help="fleet: each of the 5 layers of an image (4 of them shared)")
     parser.add_argument("--memory-manifests", type=int, default=20_000,
                         help="memory: distinct manifests (and tags, and config blobs) requested")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: regenerate docs/benchmarks.md from the result file")
     args = parser.parse_args()
+    if args.report_only:
+        from bench import report
+
+        report.write_docs(json.loads((args.out or RESULTS / "latest.json").read_text()))
+        return
     require("wrk", "hey", "taskset", "docker-registry", "containerd", "ctr", "skopeo")
 
     out: Path = args.out or RESULTS / ("quick.json" if args.quick else "latest.json")
@@ -101,9 +119,10 @@ def main() -> None:
     result["machine"] = machine()
     result["quick"] = args.quick
     started = time.monotonic()
-    for name in args.only:
+    for name in args.only or [s for s in SECTIONS if not (args.quick and s == "profile")]:
         log(f"{name}: starting")
         section_started = time.monotonic()
+        load_before = _loadavg()
         try:
             section = RUNNERS[name](args)
         except Exception as exc:  # a failed section is recorded, the others still run
@@ -115,6 +134,8 @@ def main() -> None:
             traceback.print_exc()
             section = {"error": f"{type(exc).__name__}: {exc}"[:4000]}
         section["seconds"] = round(time.monotonic() - section_started, 1)
+        # Other work on the machine skews every number: say how busy it was.
+        section["loadavg_1min"] = {"before": load_before, "after": _loadavg()}
         section["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         result[name] = section
         out.parent.mkdir(parents=True, exist_ok=True)
