@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from gateway.metrics import GatewayMetrics
 from gateway.misses import MissQueue
 from registry.config import Config
 from registry.digest import Digest
@@ -43,8 +44,10 @@ class Breaker:
 class Freshness:
     def __init__(self, config: Config, misses: MissQueue | None, *,
                  clock: Callable[[], float] = time.monotonic,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 metrics: GatewayMetrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or GatewayMetrics()
         self.transport = transport  # tests: a fake upstream
         self.misses = misses
         self.clock = clock
@@ -97,10 +100,12 @@ class Freshness:
     async def _check(self, name: str, tag: str, stored: Digest) -> None:
         registry, _, repository = name.partition("/")
         breaker = self.breakers.setdefault(registry, Breaker())
+        self.metrics.upstream[(registry, "tag_check")] += 1
         try:
             upstream = self._upstream(registry)
             ref = await asyncio.wait_for(upstream.head_manifest(repository, tag), CHECK_TIMEOUT)
         except Exception as exc:  # stale-if-error: keep serving what we have
+            self.metrics.upstream[(registry, "check_failed")] += 1
             breaker.failures += 1
             if breaker.failures >= BREAKER_FAILURES:
                 breaker.open_until = self.clock() + BREAKER_OPEN
@@ -109,6 +114,8 @@ class Freshness:
             return
         breaker.failures, breaker.open_until = 0, 0.0
         self.checked[(name, tag)] = self.clock()
+        if ref.digest != stored:
+            self.metrics.upstream[(registry, "tag_moved")] += 1
         if ref.digest != stored and self.misses is not None:
             logger.info("%s:%s moved upstream to %s; queued for sync", name, tag, ref.digest)
             self.misses.record(name, tag, again=True)

@@ -16,6 +16,7 @@ import time
 
 from cachetools import LRUCache
 
+from gateway.metrics import GatewayMetrics
 from registry import layout
 from registry.config import Config
 from registry.digest import Digest
@@ -27,8 +28,10 @@ logger = logging.getLogger("regfront.gateway")
 
 
 class MissQueue:
-    def __init__(self, config: Config, primary: ObjectStore) -> None:
+    def __init__(self, config: Config, primary: ObjectStore,
+                 metrics: GatewayMetrics | None = None) -> None:
         self.primary = primary
+        self.metrics = metrics or GatewayMetrics()
         registries = {canonical_registry(r): r for r in config.upstreams}
         self.rules = {canonical: [m for m in config.mirror if m.registry == configured]
                       for canonical, configured in registries.items()}
@@ -48,6 +51,7 @@ class MissQueue:
         if key in self.seen and not again:
             return
         self.seen[key] = True
+        self.metrics.misses[(registry,)] += 1
         task = asyncio.get_running_loop().create_task(self._write(key))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)

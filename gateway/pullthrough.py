@@ -27,6 +27,7 @@ from anyio import to_thread
 from starlette.types import Send
 
 from gateway.http import API_VERSION_HEADER, header_value, parse_range
+from gateway.metrics import GatewayMetrics
 from registry import layout, writer
 from registry.config import Config
 from registry.digest import Digest
@@ -97,8 +98,10 @@ class Fill:
 
 class PullThrough:
     def __init__(self, config: Config, primary: ObjectStore, *, spool_dir: str | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 metrics: GatewayMetrics | None = None) -> None:
         self.primary = primary
+        self.metrics = metrics or GatewayMetrics()
         self.spool_dir = spool_dir or tempfile.gettempdir()
         self.transport = transport  # tests: a corrupting upstream
         self.upstreams = {canonical_registry(r): (r, u) for r, u in config.upstreams.items()
@@ -143,7 +146,9 @@ class PullThrough:
         except UpstreamNotFound:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, {"name": name}) from None
         except UpstreamError as exc:
+            self.metrics.upstream[(registry, "pull_failed")] += 1
             raise _unavailable(exc) from None
+        self.metrics.upstream[(registry, "manifest_pulled")] += 1
         await writer.put_manifest(self.primary, name, data)
         if isinstance(reference, str):
             await writer.put_tag(self.primary, name, reference, ref.digest)
@@ -194,8 +199,10 @@ class PullThrough:
             await writer.put_blob(self.primary, fill.digest, _file_chunks(fill.spool))
             await writer.link_blob(self.primary, name, fill.digest)
             fill.done = True
+            self.metrics.upstream[(registry, "blob_pulled")] += 1
         except BaseException as exc:
             fill.error = exc
+            self.metrics.upstream[(registry, "pull_failed")] += 1
             logger.warning("pull-through of %s@%s failed: %r", name, fill.digest, exc)
             if not isinstance(exc, Exception):
                 raise
