@@ -32,7 +32,7 @@ from sync.copier import Copier, CopyStats, Progress, describe_error
 from sync.filters import select_tags
 from sync.lease import Lease, LeaseHeld, LeaseLost, holding
 from sync.schedule import schedule_for
-from sync.state import TagState, load_state, save_state
+from registry.syncstate import TagState, load_state, save_state
 
 logger = logging.getLogger("regfront.sync")
 
@@ -201,9 +201,15 @@ class Syncer:
                     ref = Digest.parse(reference) if ":" in reference else reference
                     await self.store.delete(layout.miss(f"{registry}/{repository}", ref))
         if not self.dry_run:
-            if not copier.stats.failures:
+            stats = copier.stats
+            if not stats.failures:
                 state.last_success = time.time()
-            state.last_error = copier.stats.failures[0] if copier.stats.failures else None
+            state.last_error = stats.failures[0] if stats.failures else None
+            state.last_seconds = time.time() - state.last_run
+            state.last_counts = {
+                "images": stats.images, "blobs": stats.blobs,
+                "blobs_present": stats.blobs_present, "bytes_downloaded": stats.bytes_downloaded,
+                "bytes_present": stats.bytes_present, "failures": len(stats.failures)}
             await save_state(self.store, rule.name, state)
         return copier.stats
 

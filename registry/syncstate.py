@@ -24,6 +24,10 @@ class RuleState:
     last_run: float | None = None
     last_success: float | None = None
     last_error: str | None = None
+    last_seconds: float | None = None  # how long the last run took
+    # The last run's counts: images, blobs, blobs_present, bytes_downloaded, bytes_present,
+    # failures (gateways export them as metrics).
+    last_counts: dict[str, int] = field(default_factory=dict)
     tags: dict[str, TagState] = field(default_factory=dict)  # "name:tag" -> state
 
     def to_json(self) -> bytes:
