@@ -1,5 +1,5 @@
 """Sync's health as the gateway's metrics: each rule's state object (written by the sync
-worker in the primary store, sync/state.py) is re-read every minute in the background, so
+worker in the primary store, registry/syncstate.py) is re-read every minute in the background, so
 Prometheus scrapes one kind of target - the gateways - and sees whether sync keeps up."""
 
 from __future__ import annotations

@@ -26,13 +26,13 @@ from registry.mediatypes import INDEX_TYPES, media_type_of, parse_manifest
 from registry.mirrorconfig import MirrorRule, covers
 from registry.names import canonical_registry
 from registry.store import ObjectStore, open_store
+from registry.syncstate import TagState, load_state, save_state
 from registry.upstream.client import Upstream
 from registry.upstream.errors import UpstreamError, UpstreamNotFound
 from sync.copier import Copier, CopyStats, Progress, describe_error
 from sync.filters import select_tags
 from sync.lease import Lease, LeaseHeld, LeaseLost, holding
 from sync.schedule import schedule_for
-from registry.syncstate import TagState, load_state, save_state
 
 logger = logging.getLogger("regfront.sync")
 
