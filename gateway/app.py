@@ -12,8 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.auth import Auth
 from gateway.freshness import Freshness
-from gateway.http import API_VERSION_HEADER, render_error, send_error
+from gateway.http import API_VERSION_HEADER, render_error, repository, send_error
 from gateway.misses import MissQueue
 from gateway.pullthrough import PullThrough
 from gateway.resolve import Resolver
@@ -54,11 +55,16 @@ async def _store_error(request: Request, exc: Exception) -> Response:
 
 
 class Gateway:
-    """Pure ASGI: the hot routes directly, the rest through Starlette (version header added)."""
+    """Pure ASGI: the hot routes directly, the rest through Starlette (version header added).
 
-    def __init__(self, resolver: Resolver, framework: ASGIApp) -> None:
+    ``auth`` is ``None`` unless the config has ``auth:``; then every request naming a
+    repository is checked here, before any handler runs (gateway/auth.py).
+    """
+
+    def __init__(self, resolver: Resolver, framework: ASGIApp, auth: Auth | None = None) -> None:
         self.resolver = resolver
         self.framework = framework
+        self.auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
@@ -69,6 +75,12 @@ class Gateway:
         if scope["type"] != "http":
             await self.framework(scope, receive, send)
             return
+        if self.auth is not None:
+            try:
+                await self.auth.guard(scope)
+            except RegistryError as error:
+                await send_error(send, error, scope["method"])
+                return
 
         async def stamped(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -86,6 +98,8 @@ class Gateway:
             await send(message)
 
         try:
+            if self.auth is not None:  # the repository as stored (ns applied) is what's checked
+                await self.auth.check(scope, repository(scope, name)[0])
             await hot_routes[kind](scope, tracked, self.resolver, name, reference)
         except RegistryError as error:
             if started:
@@ -109,6 +123,7 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None) -> Gatew
     pull_through = (PullThrough(config, stores[-1]) if any(
         u.on_miss == "pull-through" for u in config.upstreams.values()) else None)
     resolver = Resolver(stores, config.gateway, misses, freshness, pull_through)
+    auth = Auth(config) if config.auth is not None else None  # reads its files: ConfigError
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -126,4 +141,5 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None) -> Gatew
         },
     )
     framework.state.resolver = resolver
-    return Gateway(resolver, framework)
+    framework.state.tokens = auth.tokens if auth is not None else None
+    return Gateway(resolver, framework, auth)

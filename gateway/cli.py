@@ -24,6 +24,12 @@ logger = logging.getLogger("regfront")
 _RESOLVED_CONFIG_ENV = "REGFRONT_RESOLVED_CONFIG_JSON"
 
 
+class _Line(click.types.StringParamType):
+    """Text whose environment twin holds one value per line: header values contain spaces."""
+
+    envvar_list_splitter = "\n"
+
+
 def _fail(message: str) -> NoReturn:
     click.echo(f"regfront: {message}", err=True)
     sys.exit(1)
@@ -67,6 +73,10 @@ def serve(config_file: str | None, storage: tuple[str, ...], listen: str | None,
 
         for entry in config.storage:
             open_store(entry.url)  # fail on a bad URL now, not in every worker
+        if config.auth is not None:
+            from gateway.auth import Auth
+
+            Auth(config)  # reads its key, password and token files: fail now, one line
     except ConfigError as exc:
         _fail(str(exc))
     host, port = split_listen(config.gateway.listen)
@@ -186,11 +196,18 @@ def import_(source: str, image: str, storage: str) -> None:
 @click.option("--client-cert", envvar="REGFRONT_CLIENT_CERT",
               help="Client certificate (PEM) nodes present to the gateway (mutual TLS)...")
 @click.option("--client-key", envvar="REGFRONT_CLIENT_KEY", help="... and its key.")
+@click.option("--header", "headers", multiple=True, type=_Line(), envvar="REGFRONT_HEADER",
+              help="NAME=VALUE sent with every request to the gateway, e.g. "
+                   "'Authorization=Bearer TOKEN' (auth.static). Repeatable.")
+@click.option("--header-file", "header_files", multiple=True, envvar="REGFRONT_HEADER_FILE",
+              help="NAME=FILE: the same, the value read from FILE (a bare token for "
+                   "Authorization becomes 'Bearer TOKEN'). Repeatable.")
 def containerd_config(gateway: str, registries: tuple[str, ...], out: str, dial_timeout: str,
                       skip_verify: bool, ca_file: str | None, client_cert: str | None,
-                      client_key: str | None) -> None:
+                      client_key: str | None, headers: tuple[str, ...],
+                      header_files: tuple[str, ...]) -> None:
     """Write OUT/<registry>/hosts.toml so containerd pulls through the gateway."""
-    from gateway.containerd import parse_registry, write_hosts_dir
+    from gateway.containerd import parse_headers, parse_registry, write_hosts_dir
 
     try:
         parsed = [parse_registry(r) for r in registries]
@@ -198,7 +215,8 @@ def containerd_config(gateway: str, registries: tuple[str, ...], out: str, dial_
             raise ConfigError("--client-cert and --client-key go together")
         client = (client_cert, client_key) if client_cert and client_key else None
         for path in write_hosts_dir(Path(out), gateway, parsed, dial_timeout=dial_timeout,
-                                    skip_verify=skip_verify, ca_file=ca_file, client=client):
+                                    skip_verify=skip_verify, ca_file=ca_file, client=client,
+                                    headers=parse_headers(headers, header_files)):
             click.echo(str(path))
     except ConfigError as exc:
         _fail(str(exc))

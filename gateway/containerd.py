@@ -8,6 +8,8 @@ through to ``server``, the registry itself. See docs/containerd.md.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from registry.names import DOCKER_HUB, canonical_registry
 
 DEFAULT_DIAL_TIMEOUT = "3s"
 CATCH_ALL = "_default"
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +50,38 @@ def _toml_string(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
+def parse_headers(values: Iterable[str], files: Iterable[str]) -> dict[str, str]:
+    """``--header NAME=VALUE`` and ``--header-file NAME=FILE`` -> the headers containerd sends.
+
+    A file holds the value; for ``Authorization``, a bare token (no scheme) becomes
+    ``Bearer <token>``, so one file serves both the gateway's ``auth.static`` and the nodes.
+    """
+    headers: dict[str, str] = {}
+    for flag, items in (("--header", values), ("--header-file", files)):
+        for item in items:
+            name, sep, value = item.partition("=")
+            name = name.strip()
+            if not sep or not _HEADER_NAME.match(name):
+                raise ConfigError(f"{flag} {name!r}: expected NAME=" +
+                                  ("FILE" if flag == "--header-file" else "VALUE"))
+            if flag == "--header-file":
+                try:
+                    value = Path(value).read_text().strip()
+                except (OSError, UnicodeDecodeError) as exc:
+                    reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                    raise ConfigError(f"{flag} {name}: {value}: cannot read: {reason}") from None
+                if name.lower() == "authorization" and value and " " not in value:
+                    value = f"Bearer {value}"
+            if not value or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+                raise ConfigError(f"{flag} {name}: empty, or a control character in the value")
+            headers[name] = value
+    return headers
+
+
 def hosts_toml(gateway: str, registry: MirroredRegistry, *, dial_timeout: str,
                skip_verify: bool = False, ca_file: str | None = None,
-               client: tuple[str, str] | None = None) -> str:
+               client: tuple[str, str] | None = None,
+               headers: dict[str, str] | None = None) -> str:
     lines = [
         "# Written by `regfront containerd-config`: the regfront gateway first, then the",
         "# registry itself when the gateway has no such image or cannot be reached.",
@@ -70,20 +102,30 @@ def hosts_toml(gateway: str, registry: MirroredRegistry, *, dial_timeout: str,
     if client:
         cert, key = client
         lines.append(f"  client = [[{_toml_string(cert)}, {_toml_string(key)}]]")
+    if headers:
+        # Sent with every request to the gateway (and only to it): e.g. auth.static's token.
+        lines += ["", f"  [host.{_toml_string(gateway.rstrip('/'))}.header]"]
+        lines += [f"    {_toml_string(k)} = [{_toml_string(v)}]" for k, v in headers.items()]
     return "\n".join(lines) + "\n"
 
 
 def write_hosts_dir(out: Path, gateway: str, registries: list[MirroredRegistry], *,
                     dial_timeout: str = DEFAULT_DIAL_TIMEOUT, skip_verify: bool = False,
                     ca_file: str | None = None,
-                    client: tuple[str, str] | None = None) -> list[Path]:
+                    client: tuple[str, str] | None = None,
+                    headers: dict[str, str] | None = None) -> list[Path]:
     if not gateway.startswith(("http://", "https://")):
         raise ConfigError(f"--gateway {gateway!r}: expected an http:// or https:// URL")
     written = []
     for registry in registries:
         path = out / registry.name / "hosts.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(hosts_toml(gateway, registry, dial_timeout=dial_timeout,
-                                   skip_verify=skip_verify, ca_file=ca_file, client=client))
+        text = hosts_toml(gateway, registry, dial_timeout=dial_timeout,
+                          skip_verify=skip_verify, ca_file=ca_file, client=client,
+                          headers=headers)
+        if headers:  # a credential: readable by root (containerd) only
+            path.touch(mode=0o600)
+            path.chmod(0o600)
+        path.write_text(text)
         written.append(path)
     return written

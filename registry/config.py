@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ByteSize, Field, ValidationError, field_validator, model_validator
 
+from registry.authconfig import AuthConfig
 from registry.configtypes import Duration, StrictModel
 from registry.errors import ConfigError, RegistryError
 from registry.mirrorconfig import MirrorRule, SyncConfig, UpstreamConfig
@@ -73,6 +74,8 @@ class Config(StrictModel):
     upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
     mirror: list[MirrorRule] = Field(default_factory=list)
     sync: SyncConfig = SyncConfig()
+    # Client authentication and access rules; absent: everyone may pull everything.
+    auth: AuthConfig | None = None
 
     @property
     def primary(self) -> StorageConfig:

@@ -34,7 +34,7 @@ def test_a_full_gateway_section(tmp_path: Path) -> None:
     ("gateway:\n  tag_ttl: soon\n", "c.yaml:2: gateway.tag_ttl: invalid duration 'soon'"),
     ("gateway:\n  listen: nowhere\n", "c.yaml:2: gateway.listen: invalid listen address"),
     ("storage: []\n", "c.yaml:1: storage:"),
-    ("auth: {}\n", "c.yaml:1: auth: unknown key"),
+    ("auth:\n  acess: []\n", "c.yaml:2: auth.acess: unknown key"),
     ("gateway: [1\n", "c.yaml:2: invalid YAML"),
     ("gateway:\n  workers: 1\n  workers: 2\n", "c.yaml:3: invalid YAML: duplicate key 'workers'"),
 ])
