@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
-from registry.config import Config, load_config, split_listen, with_overrides
+from registry.config import DEFAULT_LISTEN, Config, load_config, split_listen, with_overrides
 from registry.errors import ConfigError, RegistryError
 
 logger = logging.getLogger("regfront")
@@ -56,7 +56,8 @@ def _config_with_overrides(config_file: str | None, storage: tuple[str, ...],
               help="YAML config file (storage:, gateway:, ...).")
 @click.option("--storage", multiple=True, envvar="REGFRONT_STORAGE",
               help="Store URL, nearest first; repeatable. Default ./regfront-data.")
-@click.option("--listen", envvar="REGFRONT_LISTEN", help="HOST:PORT (default 127.0.0.1:5000).")
+@click.option("--listen", envvar="REGFRONT_LISTEN",
+              help="HOST:PORT (default 127.0.0.1:5000, or 0.0.0.0:$PORT when PORT is set).")
 @click.option("--workers", type=int, envvar="REGFRONT_WORKERS", help="Worker processes.")
 @click.option("--tls-cert", envvar="REGFRONT_TLS_CERT", help="Serve HTTPS with this PEM "
               "certificate (chain)...")
@@ -68,6 +69,14 @@ def serve(config_file: str | None, storage: tuple[str, ...], listen: str | None,
 
     config = _config_with_overrides(config_file, storage, {
         "listen": listen, "workers": workers, "tls_cert": tls_cert, "tls_key": tls_key})
+    platform_port = os.environ.get("PORT", "")
+    if listen is None and platform_port and config.gateway.listen == DEFAULT_LISTEN:
+        # Cloud Run (and Heroku, Knative, ...) name the port in $PORT: it replaces the default
+        # address; --listen, REGFRONT_LISTEN and the file's gateway.listen still win.
+        try:
+            config = with_overrides(config, (), {"listen": f"0.0.0.0:{platform_port}"})
+        except ConfigError:
+            _fail(f"PORT={platform_port!r}: expected a port number")
     try:
         from registry.store import open_store
 
