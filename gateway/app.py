@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import random
+import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -15,15 +19,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.auth import Auth
 from gateway.freshness import Freshness
 from gateway.http import API_VERSION_HEADER, render_error, repository, send_error
+from gateway.metrics import GatewayMetrics, start_otlp_metrics
 from gateway.misses import MissQueue
 from gateway.pullthrough import PullThrough
 from gateway.resolve import Resolver
 from gateway.routes import HOT_PATH, hot_routes, routes
+from gateway.syncwatch import SyncWatch
+from gateway.tracing import Tracing
 from registry.config import Config
 from registry.errors import ErrorCode, RegistryError
 from registry.store import ObjectStore, open_store
 
 logger = logging.getLogger("regfront.gateway")
+access_log = logging.getLogger("regfront.access")
 
 _HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.UNSUPPORTED}
 STORE_UNAVAILABLE = RegistryError(ErrorCode.UNAVAILABLE, {"reason": "storage unavailable"})
@@ -61,33 +69,66 @@ class Gateway:
     repository is checked here, before any handler runs (gateway/auth.py).
     """
 
-    def __init__(self, resolver: Resolver, framework: ASGIApp, auth: Auth | None = None) -> None:
+    def __init__(self, resolver: Resolver, framework: ASGIApp, auth: Auth | None = None,
+                 tracing: Tracing | None = None, access_log_sample: float = 0.0) -> None:
         self.resolver = resolver
         self.framework = framework
         self.auth = auth
+        self.tracing = tracing  # None unless spans go somewhere: then no span work at all
+        self.metrics = resolver.metrics
+        self.access_log_sample = access_log_sample
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
-            match = HOT_PATH.match(scope["path"])
-            if match is not None:
-                await self._hot(scope, send, match["kind"], match["name"], match["reference"])
-                return
         if scope["type"] != "http":
             await self.framework(scope, receive, send)
             return
+        started = time.perf_counter()
+        match = HOT_PATH.match(scope["path"]) if scope["method"] in ("GET", "HEAD") else None
+        route = match["kind"] if match is not None else _route(scope["path"])
+        if self.tracing is None:
+            status = await self._dispatch(scope, receive, send, match)
+        else:
+            with self.tracing.request(scope, route) as span:
+                status = await self._dispatch(scope, receive, send, match)
+                if span is not None:
+                    span.set_attribute("http.response.status_code", status)
+        elapsed = time.perf_counter() - started
+        # Plain dict and bucket increments: an SDK instrument call here would cost ~40%.
+        self.metrics.requests[(route, scope["method"], _STATUS.get(status) or str(status))] += 1
+        self.metrics.duration[(route,)].observe(elapsed)
+        if self.access_log_sample and random.random() < self.access_log_sample:
+            access_log.info("%s %s %d", scope["method"], scope["path"], status, extra={
+                "fields": {"method": scope["method"], "path": scope["path"], "route": route,
+                           "status": status, "seconds": round(elapsed, 6)}})
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send,
+                        match: re.Match[str] | None) -> int:
+        """Answer the request; returns the status sent (0 if none was)."""
+        status = 0
+
+        async def observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        if match is not None:
+            await self._hot(scope, observed, match["kind"], match["name"], match["reference"])
+            return status
         if self.auth is not None:
             try:
                 await self.auth.guard(scope)
             except RegistryError as error:
-                await send_error(send, error, scope["method"])
-                return
+                await send_error(observed, error, scope["method"])
+                return status
 
         async def stamped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), API_VERSION_HEADER]
-            await send(message)
+            await observed(message)
 
         await self.framework(scope, receive, stamped)
+        return status
 
     async def _hot(self, scope: Scope, send: Send, kind: str, name: str, reference: str) -> None:
         started = False
@@ -112,22 +153,56 @@ class Gateway:
             await send_error(send, STORE_UNAVAILABLE, scope["method"])
 
 
-def create_app(config: Config, stores: list[ObjectStore] | None = None) -> Gateway:
-    """The gateway for ``config``; tests may pass ready stores (they are not closed)."""
+_STATUS = {code: str(code) for code in (200, 206, 304, 307, 400, 401, 403, 404, 405, 416, 503)}
+
+
+def _route(path: str) -> str:
+    """The metric label for a framework-routed path (bounded: never the path itself)."""
+    if path == "/v2/":
+        return "base"
+    if path.startswith("/v2/"):
+        if path.endswith("/tags/list"):
+            return "tags"
+        return "referrers" if "/referrers/" in path else "other"
+    return path[1:] if path in ("/healthz", "/readyz", "/metrics", "/token") else "other"
+
+
+def create_app(config: Config, stores: list[ObjectStore] | None = None, *,
+               span_exporter: SpanExporter | None = None) -> Gateway:
+    """The gateway for ``config``; tests may pass ready stores (they are not closed) and an
+    exporter that receives every span (with the configured sampling)."""
     owned = stores is None
     if stores is None:
         stores = [open_store(s.url) for s in config.storage]
-    misses = MissQueue(config, stores[-1]) if config.mirror else None
-    checks = Freshness(config, misses)
+    metrics = GatewayMetrics()
+    misses = MissQueue(config, stores[-1], metrics) if config.mirror else None
+    checks = Freshness(config, misses, metrics=metrics)
     freshness = checks if checks.rules else None  # nothing to check: nothing on the hot path
-    pull_through = (PullThrough(config, stores[-1]) if any(
+    pull_through = (PullThrough(config, stores[-1], metrics=metrics) if any(
         u.on_miss == "pull-through" for u in config.upstreams.values()) else None)
-    resolver = Resolver(stores, config.gateway, misses, freshness, pull_through)
+    resolver = Resolver(stores, config.gateway, misses, freshness, pull_through, metrics)
     auth = Auth(config) if config.auth is not None else None  # reads its files: ConfigError
+    telemetry = config.telemetry
+    tracing = (Tracing(service_name=telemetry.service_name, ratio=telemetry.trace_sample_ratio,
+                       otlp_endpoint=telemetry.otlp_endpoint, exporter=span_exporter)
+               if telemetry.otlp_endpoint or span_exporter is not None else None)
+    if freshness is not None:
+        metrics.watch_breakers(freshness)
+    sync_watch = (SyncWatch(stores[-1], [rule.name for rule in config.mirror], metrics)
+                  if config.mirror else None)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        meters = start_otlp_metrics(metrics, telemetry.otlp_endpoint, telemetry.service_name)
+        if sync_watch is not None:
+            sync_watch.start()
         yield
+        if sync_watch is not None:
+            await sync_watch.stop()
+        if meters is not None:
+            meters.shutdown()
+        if tracing is not None:
+            tracing.shutdown()
         if owned:
             await resolver.close()
 
@@ -142,4 +217,5 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None) -> Gatew
     )
     framework.state.resolver = resolver
     framework.state.tokens = auth.tokens if auth is not None else None
-    return Gateway(resolver, framework, auth)
+    framework.state.metrics = metrics
+    return Gateway(resolver, framework, auth, tracing, telemetry.access_log_sample)

@@ -17,6 +17,7 @@ import click
 
 from registry.config import DEFAULT_LISTEN, Config, load_config, split_listen, with_overrides
 from registry.errors import ConfigError, RegistryError
+from registry.logs import configure as configure_logging
 
 logger = logging.getLogger("regfront")
 
@@ -39,8 +40,7 @@ def _fail(message: str) -> NoReturn:
 @click.version_option(package_name="regfront")
 def main() -> None:
     """regfront: an OCI pull gateway over object storage, for fleets of Kubernetes nodes."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("auto")
 
 
 def _config_with_overrides(config_file: str | None, storage: tuple[str, ...],
@@ -95,9 +95,10 @@ def serve(config_file: str | None, storage: tuple[str, ...], listen: str | None,
                 scheme, host, port)
     logger.info("point containerd at it: regfront containerd-config --gateway %s://%s:%d "
                 "--registry docker.io --out /etc/containerd/certs.d", scheme, host, port)
+    configure_logging(config.telemetry.log_format)
     uvicorn.run("gateway.cli:app_from_environment", factory=True, host=host, port=port,
                 workers=config.gateway.workers, access_log=False, server_header=False,
-                log_level="info", timeout_graceful_shutdown=30,
+                log_level="info", timeout_graceful_shutdown=30, log_config=None,
                 ssl_certfile=config.gateway.tls_cert, ssl_keyfile=config.gateway.tls_key)
 
 
@@ -105,7 +106,9 @@ def app_from_environment() -> Any:
     """uvicorn's factory in each worker: the app for the config ``serve`` validated."""
     from gateway.app import create_app
 
-    return create_app(Config.model_validate_json(os.environ[_RESOLVED_CONFIG_ENV]))
+    config = Config.model_validate_json(os.environ[_RESOLVED_CONFIG_ENV])
+    configure_logging(config.telemetry.log_format)  # worker processes start afresh
+    return create_app(config)
 
 
 @main.command("sync")

@@ -28,3 +28,12 @@ async def unsupported(request: Request) -> Response:
         raise RegistryError(ErrorCode.NOT_FOUND, {"path": request.url.path[:200]})
     raise RegistryError(ErrorCode.UNSUPPORTED, {"method": request.method},
                         headers={"Allow": "GET, HEAD"})
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text for this worker (run one worker per container: docs/operations.md)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(request.app.state.metrics.registry)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

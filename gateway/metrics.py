@@ -6,7 +6,7 @@ Names are exported with the ``regfront_`` prefix; docs/operations.md lists them 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from registry.telemetry import Metrics
 
@@ -55,3 +55,22 @@ class GatewayMetrics:
 
         self.registry.gauge("upstream_breaker_open", "1 while tag checks against the upstream "
                             "are paused after failures", ("registry",), open_breakers)
+
+
+def start_otlp_metrics(metrics: GatewayMetrics, endpoint: str | None,
+                       service_name: str) -> Any:
+    """Export the same numbers over OTLP/HTTP every 30 s, if an endpoint is configured."""
+    if endpoint is None:
+        return None
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint=f"{endpoint.rstrip('/')}/v1/metrics"),
+        export_interval_millis=30_000)
+    provider = MeterProvider(metric_readers=[reader],
+                             resource=Resource.create({"service.name": service_name}))
+    metrics.registry.observe_with(provider.get_meter("regfront.gateway"))
+    return provider

@@ -28,6 +28,7 @@ from starlette.types import Send
 
 from gateway.http import API_VERSION_HEADER, header_value, parse_range
 from gateway.metrics import GatewayMetrics
+from gateway.tracing import child_span
 from registry import layout, writer
 from registry.config import Config
 from registry.digest import Digest
@@ -142,7 +143,8 @@ class PullThrough:
     async def _fetch_manifest(self, name: str, reference: str | Digest) -> tuple[Digest, bytes]:
         registry, _, repository = name.partition("/")
         try:
-            ref, data = await self._client(registry).get_manifest(repository, reference)
+            with child_span("upstream get_manifest", registry=registry):
+                ref, data = await self._client(registry).get_manifest(repository, reference)
         except UpstreamNotFound:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, {"name": name}) from None
         except UpstreamError as exc:

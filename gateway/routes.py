@@ -14,7 +14,7 @@ from starlette.types import Scope, Send
 
 from gateway.base import version_check
 from gateway.blobs import get_blob
-from gateway.health import healthz, readyz, unsupported
+from gateway.health import healthz, metrics, readyz, unsupported
 from gateway.manifests import get_manifest
 from gateway.referrers import list_referrers
 from gateway.resolve import Resolver
@@ -39,6 +39,7 @@ routes = [
     Route("/v2/{name:path}/referrers/{digest}", list_referrers, methods=READ),
     Route("/healthz", healthz, methods=READ),
     Route("/readyz", readyz, methods=READ),
+    Route("/metrics", metrics, methods=READ),
     Route("/token", token_endpoint, methods=["GET", "POST"]),  # 404 while auth is off
     # Last: any other /v2/ request is a write (405 UNSUPPORTED) or an unknown endpoint (404).
     Route("/v2/{path:path}", unsupported),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gateway.metrics import GatewayMetrics
+from gateway.tracing import child_span
 from registry.errors import ErrorCode, RegistryError
 from registry.store import NotFound, ObjectStore
 
@@ -83,7 +84,7 @@ class StoreSet:
         answers = []
         for entry in self.candidates():
             try:
-                answers.append(await self.attempt(entry, call))
+                answers.append(await self.attempt(entry, call, "list"))
             except StoreFailed:
                 continue
         if not answers and self.entries:
@@ -95,7 +96,8 @@ class StoreSet:
         started = time.perf_counter()
         outcome = "ok"
         try:
-            result = await asyncio.wait_for(call(entry.store), self.timeout)
+            with child_span(f"store {operation}", store=entry.label):
+                result = await asyncio.wait_for(call(entry.store), self.timeout)
         except NotFound:
             outcome = "not_found"
             self._succeeded(entry)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -42,7 +42,8 @@ class Tracing:
         self.tracer = self.provider.get_tracer("regfront.gateway")
 
     @contextlib.contextmanager
-    def request(self, scope: dict[str, Any], route: str) -> Iterator[trace.Span | None]:
+    def request(self, scope: MutableMapping[str, Any],
+                route: str) -> Iterator[trace.Span | None]:
         """A server span for this request, if it is sampled (or has a sampled parent)."""
         parent = None
         for key, value in scope["headers"]:

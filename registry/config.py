@@ -6,6 +6,7 @@ Unknown keys and bad values are errors that name the key and its line, e.g.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from pydantic import ByteSize, Field, ValidationError, field_validator, model_va
 from registry.authconfig import AuthConfig
 from registry.configtypes import Duration, StrictModel
 from registry.errors import ConfigError, RegistryError
+from registry.logs import LogFormat
 from registry.mirrorconfig import MirrorRule, SyncConfig, UpstreamConfig
 from registry.names import DOCKER_HUB, canonical_registry
 from registry.store import DEFAULT_STORAGE_URL
@@ -67,10 +69,24 @@ class GatewayConfig(StrictModel):
         return self
 
 
+class TelemetryConfig(StrictModel):
+    service_name: str = "regfront"
+    # Metrics and traces also go to this OTLP/HTTP endpoint (default: the standard
+    # OTEL_EXPORTER_OTLP_ENDPOINT variable, else nowhere but /metrics).
+    otlp_endpoint: str | None = Field(
+        default_factory=lambda: os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None)
+    # Requests without a sampled traceparent are traced at this ratio (low: the hot path).
+    trace_sample_ratio: float = Field(default=0.01, ge=0, le=1)
+    # Access log lines for this fraction of requests (off: tens of thousands a second).
+    access_log_sample: float = Field(default=0.0, ge=0, le=1)
+    log_format: LogFormat = "auto"
+
+
 class Config(StrictModel):
     storage: list[StorageConfig] = Field(
         default_factory=lambda: [StorageConfig(url=DEFAULT_STORAGE_URL)], min_length=1)
     gateway: GatewayConfig = GatewayConfig()
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
     mirror: list[MirrorRule] = Field(default_factory=list)
     sync: SyncConfig = SyncConfig()
