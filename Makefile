@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps bench-deps run test lint typecheck unit e2e bench bench-quick clean
+.PHONY: install system-deps deploy-deps bench-deps run test lint typecheck unit e2e bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(STAMP)
 # containerd, skopeo, docker-registry (registry:2) and htpasswd (apache2-utils) for the tests.
 system-deps:
 	bash .ci/debian-packages.sh containerd skopeo docker-registry apache2-utils
+
+# The deploy checks (tests/deploy): busybox runs the node agent's script as the DaemonSet does.
+deploy-deps:
+	bash .ci/debian-packages.sh busybox
 
 # wrk and hey drive the load; matplotlib (plots) and py-spy come with the bench extra.
 bench-deps: install
@@ -47,7 +51,7 @@ unit: install
 e2e: install system-deps
 	$(BIN)/pytest tests/e2e
 
-test: install system-deps lint typecheck
+test: install system-deps deploy-deps lint typecheck
 	$(BIN)/pytest
 
 clean:
