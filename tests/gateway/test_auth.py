@@ -369,6 +369,21 @@ async def test_static_token_in_a_custom_header(seeded: Seeded, files: Files) -> 
                           "invalid_token")
 
 
+async def test_without_a_token_service_there_is_no_login_to_send_clients_to(
+        seeded: Seeded, files: Files) -> None:
+    """Static secrets only: GET /v2/ answers 200, and the challenge's realm is a plain name."""
+    section = {"static": [{"name": "nodes", "token_file": str(files.static_file)}],
+               "access": authkit.DEFAULT_ACCESS}
+    async with client_for(seeded, make_config(section)) as http:
+        assert (await http.get("/v2/")).status_code == 200
+        response = await http.get(DEMO_SINGLE)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == (
+            f'Bearer realm="regfront",scope="repository:{DEMO}:pull"')
+        assert (await http.get(DEMO_SINGLE, headers=bearer(STATIC_TOKEN))).status_code == 200
+        assert (await http.get("/token")).status_code == 404
+
+
 def test_short_static_token_is_a_config_error(files: Files) -> None:
     files.static_file.write_text("short\n")
     with pytest.raises(ConfigError, match=r"auth.static.0.token_file: .*node-token"):
