@@ -104,6 +104,8 @@ class Gateway:
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send,
                         match: re.Match[str] | None) -> int:
         """Answer the request; returns the status sent (0 if none was)."""
+        if match is not None:
+            return await self._hot(scope, send, match["kind"], match["name"], match["reference"])
         status = 0
 
         async def observed(message: Message) -> None:
@@ -112,9 +114,6 @@ class Gateway:
                 status = message["status"]
             await send(message)
 
-        if match is not None:
-            await self._hot(scope, observed, match["kind"], match["name"], match["reference"])
-            return status
         if self.auth is not None:
             try:
                 await self.auth.guard(scope)
@@ -130,12 +129,14 @@ class Gateway:
         await self.framework(scope, receive, stamped)
         return status
 
-    async def _hot(self, scope: Scope, send: Send, kind: str, name: str, reference: str) -> None:
-        started = False
+    async def _hot(self, scope: Scope, send: Send, kind: str, name: str, reference: str) -> int:
+        """Answer a manifest or blob request; returns the status sent."""
+        status = 0
 
         async def tracked(message: Message) -> None:
-            nonlocal started
-            started = True
+            nonlocal status
+            if not status:
+                status = message.get("status", 200)
             await send(message)
 
         try:
@@ -143,14 +144,15 @@ class Gateway:
                 await self.auth.check(scope, repository(scope, name)[0])
             await hot_routes[kind](scope, tracked, self.resolver, name, reference)
         except RegistryError as error:
-            if started:
+            if status:
                 raise
-            await send_error(send, error, scope["method"])
+            await send_error(tracked, error, scope["method"])
         except Exception as exc:
-            if started:
+            if status:
                 raise  # mid-body: only closing the connection tells the client
             logger.warning("store failure on %s %s: %r", scope["method"], scope["path"], exc)
-            await send_error(send, STORE_UNAVAILABLE, scope["method"])
+            await send_error(tracked, STORE_UNAVAILABLE, scope["method"])
+        return status
 
 
 _STATUS = {code: str(code) for code in (200, 206, 304, 307, 400, 401, 403, 404, 405, 416, 503)}
