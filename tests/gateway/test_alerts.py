@@ -1,0 +1,56 @@
+"""The shipped alert rules and dashboard only use metrics the gateway exports."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from gateway.freshness import Freshness
+from gateway.metrics import GatewayMetrics
+from gateway.stores import StoreSet
+from gateway.syncwatch import SyncWatch
+from registry.config import Config
+from registry.store.memory import MemoryStore
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+SUFFIXES = ("_total", "_bucket", "_sum", "_count")
+
+
+def _exported() -> set[str]:
+    metrics = GatewayMetrics()
+    metrics.watch_breakers(Freshness(Config(), None))
+    SyncWatch(MemoryStore(), [], metrics)
+    StoreSet([], timeout=1, backoff=1, metrics=metrics)
+    names = {"regfront_" + name for name in metrics.registry.families}
+    names |= {"regfront_" + name for name in metrics.registry.gauges}
+    return names
+
+
+def _used(text: str) -> set[str]:
+    used = set()
+    for name in re.findall(r"\bregfront_[a-z_]+", text):
+        for suffix in SUFFIXES:
+            if name.endswith(suffix) and name.removesuffix(suffix) in _exported():
+                name = name.removesuffix(suffix)
+        used.add(name)
+    return used
+
+
+def test_alert_rules_parse_and_use_exported_metrics() -> None:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yaml").read_text())
+    alerts = [r for group in rules["groups"] for r in group["rules"]]
+    assert {a["alert"] for a in alerts} >= {"RegfrontErrorRate", "RegfrontReplicaUnhealthy",
+                                            "RegfrontUpstreamDown", "RegfrontSyncStale"}
+    used = set().union(*(_used(a["expr"]) for a in alerts))
+    assert used <= _exported(), used - _exported()
+
+
+def test_dashboard_uses_exported_metrics() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "regfront.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = set().union(*(_used(e) for e in exprs))
+    assert used
+    assert used <= _exported(), used - _exported()
