@@ -36,7 +36,7 @@ from registry.errors import ErrorCode, RegistryError
 from registry.mediatypes import media_type_of, parse_manifest
 from registry.mirrorconfig import covers
 from registry.names import canonical_registry
-from registry.store import CHUNK_SIZE, ObjectStore
+from registry.store import CHUNK_SIZE, ObjectStore, file_chunks
 from registry.upstream.client import Upstream
 from registry.upstream.errors import UpstreamError, UpstreamNotFound
 
@@ -198,7 +198,7 @@ class PullThrough:
             fill.size = fill.written
             fill.verified = True
             await fill.advanced()
-            await writer.put_blob(self.primary, fill.digest, _file_chunks(fill.spool))
+            await writer.put_blob(self.primary, fill.digest, file_chunks(fill.spool))
             await writer.link_blob(self.primary, name, fill.digest)
             fill.done = True
             self.metrics.upstream[(registry, "blob_pulled")] += 1
@@ -247,15 +247,6 @@ class PullThrough:
             task.cancel()
         for client in self._clients.values():
             await client.aclose()
-
-
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    handle = await to_thread.run_sync(path.open, "rb")
-    try:
-        while chunk := await to_thread.run_sync(handle.read, CHUNK_SIZE):
-            yield chunk
-    finally:
-        handle.close()
 
 
 def _unavailable(exc: BaseException) -> RegistryError:

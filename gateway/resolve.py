@@ -44,8 +44,7 @@ class Manifest:
     etag: bytes = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "digest_header", str(self.digest).encode())
-        object.__setattr__(self, "etag", f'"{self.digest}"'.encode())
+        _set_digest_headers(self, self.digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +56,12 @@ class Blob:
     etag: bytes = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "digest_header", str(self.digest).encode())
-        object.__setattr__(self, "etag", f'"{self.digest}"'.encode())
+        _set_digest_headers(self, self.digest)
+
+
+def _set_digest_headers(content: Manifest | Blob, digest: Digest) -> None:
+    object.__setattr__(content, "digest_header", str(digest).encode())
+    object.__setattr__(content, "etag", f'"{digest}"'.encode())
 
 
 def _manifest_weight(manifest: Manifest) -> int:

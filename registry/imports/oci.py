@@ -13,7 +13,7 @@ from registry.digest import Digest
 from registry.errors import ConfigError
 from registry.imports import ImportResult
 from registry.mediatypes import INDEX_TYPES, media_type_of, parse_manifest
-from registry.store import CHUNK_SIZE, ObjectStore
+from registry.store import ObjectStore, file_chunks
 
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 
@@ -48,14 +48,8 @@ class _Layout:
             raise ConfigError(f"{self.root}: blob {digest} is {size} bytes, "
                               f"its descriptor says {descriptor.get('size')}")
 
-    async def stream(self, digest: Digest, size: int) -> AsyncIterator[bytes]:
-        path = self.blob_path(digest)
-        handle = await to_thread.run_sync(path.open, "rb")
-        try:
-            while chunk := await to_thread.run_sync(handle.read, CHUNK_SIZE):
-                yield chunk
-        finally:
-            handle.close()
+    def stream(self, digest: Digest) -> AsyncIterator[bytes]:
+        return file_chunks(self.blob_path(digest))
 
 
 def _select(index: dict[str, Any], ref: str | None, root: Path) -> dict[str, Any]:
@@ -114,6 +108,6 @@ async def _copy_blob(store: ObjectStore, layout: _Layout, name: str,
         raise ConfigError(f"{layout.root}: blob {digest} is missing")
     layout._check(digest, descriptor, path.stat().st_size)
     result.bytes_written += await writer.put_blob(store, digest,
-                                                  layout.stream(digest, descriptor["size"]))
+                                                  layout.stream(digest))
     await writer.link_blob(store, name, digest)
     result.blobs += 1

@@ -9,8 +9,11 @@ to the bytes themselves (S3's pre-signed URLs) is also a ``Presigner``; ``presig
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
+
+from anyio import to_thread
 
 from registry.errors import ConfigError
 
@@ -126,3 +129,14 @@ def open_store(url: str) -> ObjectStore:
         return S3Store(url)
     raise ConfigError(f"storage url {url!r}: unsupported scheme {parts.scheme!r} "
                       "(use file:///path, a plain path or s3://bucket/prefix)")
+
+
+async def file_chunks(path: Path) -> AsyncIterator[bytes]:
+    """A local file's bytes in ``CHUNK_SIZE`` pieces, read in a worker thread (spools,
+    OCI layouts)."""
+    handle = await to_thread.run_sync(path.open, "rb")
+    try:
+        while chunk := await to_thread.run_sync(handle.read, CHUNK_SIZE):
+            yield chunk
+    finally:
+        handle.close()
