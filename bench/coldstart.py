@@ -27,12 +27,15 @@ from bench.common import (
     Json,
     log,
     median,
+    moto_url,
     pinned,
     regfront_argv,
     regfront_cli,
     regfront_env,
+    registry2_s3,
     request,
     rss_bytes,
+    serving_moto,
     serving_regfront,
 )
 from bench.load import wrk
@@ -80,26 +83,27 @@ def _first_answer(url: str, started: float, timeout: float = 30.0) -> float:
     raise RuntimeError(f"{url}: no 200 within {timeout} s of launch")
 
 
-def start_times(work: Path, root: Path, starts: int) -> tuple[list[float], list[float]]:
-    """Launch-to-first-200 seconds for regfront and for registry:2, alternated."""
+def start_times(work: Path, store: str, registry2_storage: Json, starts: int
+                ) -> tuple[list[float], list[float]]:
+    """Launch-to-first-200 seconds for regfront and for registry:2 on one store, alternated."""
     import yaml
 
+    s3 = store.startswith("s3://")
     regfront, registry2 = [], []
     for _ in range(starts):
         port = free_port()
-        argv = pinned(SERVER_CPU, regfront_argv(root, port))
-        with _launched(argv, regfront_env(False), work / "regfront-start.log") as started:
+        argv = pinned(SERVER_CPU, regfront_argv(store, port))
+        with _launched(argv, regfront_env(s3), work / "regfront-start.log") as started:
             regfront.append(_first_answer(
                 f"http://{LOOPBACK}:{port}/v2/{NAME}/manifests/1?ns=docker.io", started))
         port = free_port()
         config = work / "registry2-start.yml"
         config.write_text(yaml.safe_dump({
             "version": "0.1", "log": {"accesslog": {"disabled": True}, "level": "error"},
-            "storage": {"filesystem": {"rootdirectory": str(root)},
-                        "cache": {"blobdescriptor": "inmemory"},
+            "storage": {**registry2_storage, "cache": {"blobdescriptor": "inmemory"},
                         "maintenance": {"uploadpurging": {"enabled": False}}},
             "http": {"addr": f"{LOOPBACK}:{port}", "secret": "regfront-bench"}}))
-        env = clean_env("REGISTRY_", "GOMAXPROCS", GOMAXPROCS="1")
+        env = clean_env("REGISTRY_", "GOMAXPROCS", "AWS_CA_BUNDLE", GOMAXPROCS="1")
         with _launched(pinned(SERVER_CPU, ["docker-registry", "serve", str(config)]), env,
                        work / "registry2-start.log") as started:
             registry2.append(_first_answer(
@@ -174,17 +178,28 @@ def memory(work: Path, root: Path, manifests: int, requests: int, seconds: float
             "rss_after": rss_after}
 
 
-def run(*, starts: int, manifests: int, requests: int, seconds: float) -> Json:
-    """Cold start (median of ``starts``) and memory after ``requests`` over many URLs."""
+def run(*, starts: int, manifests: int, requests: int, seconds: float,
+        with_s3: bool = True) -> Json:
+    """Cold start (median of ``starts``, file store and S3) and memory after ``requests``."""
+    out: Json = {}
     with tempfile.TemporaryDirectory(prefix="rf-bench-start-") as tmp:
         work = Path(tmp)
         root = work / "root"
         layout = sample_layout(work / "oci")
-        regfront_cli("import", f"oci:{layout.root}:multi", f"docker.io/{NAME}:1", "--storage",
-                     str(root))
-        regfront, registry2 = start_times(work, root, starts)
+        source, image = f"oci:{layout.root}:multi", f"docker.io/{NAME}:1"
+        regfront_cli("import", source, image, "--storage", str(root))
+        regfront, registry2 = start_times(work, str(root), {"filesystem": {
+            "rootdirectory": str(root)}}, starts)
         log(f"cold start: regfront {median(regfront):.2f} s, registry:2 {median(registry2):.2f} s")
-        mem = memory(work, root, manifests, requests, seconds)
-    return {"start_s": {"median": median(regfront), "runs": regfront},
-            "registry2_start_s": {"median": median(registry2), "runs": registry2},
-            "memory": mem}
+        out["start_s"] = {"median": median(regfront), "runs": regfront}
+        out["registry2_start_s"] = {"median": median(registry2), "runs": registry2}
+        if with_s3:
+            with serving_moto(work, ("start",)) as moto:
+                regfront_cli("import", source, image, "--storage", moto_url(moto.url, "start"),
+                             s3=True)
+                regfront, registry2 = start_times(work, moto_url(moto.url, "start"), {
+                    "s3": registry2_s3(moto.url, "start")}, starts)
+            out["s3_start_s"] = {"median": median(regfront), "runs": regfront}
+            out["s3_registry2_start_s"] = {"median": median(registry2), "runs": registry2}
+        out["memory"] = memory(work, root, manifests, requests, seconds)
+    return out

@@ -101,11 +101,13 @@ def fleet(section: Json, path: Path) -> None:
     if "regfront" not in section:
         return
     figure, axes = plt.subplots(figsize=(7, 3.5))
-    sides = [("through regfront", section["regfront"]), ("straight from upstream",
-                                                          section["direct"])]
+    sides = [("through regfront", section["regfront"])]
+    if "regfront_s3" in section:
+        sides.append(("through regfront (S3)", section["regfront_s3"]))
+    sides.append(("straight from upstream", section["direct"]))
     unique = section["unique_bytes"]
     axes.bar([s[0] for s in sides], [s[1]["upstream_egress"] / 1e6 for s in sides],
-             color=[COLOURS["regfront"], COLOURS["direct"]])
+             color=[COLOURS["regfront"]] * (len(sides) - 1) + [COLOURS["direct"]])
     axes.axhline(unique / 1e6, color="grey", linestyle="--", label="unique bytes of the images")
     axes.set_ylabel("upstream egress, MB")
     axes.set_title(f"{section['nodes']} nodes x {section['images']} images")

@@ -85,21 +85,26 @@ every byte sent, headers included. Stored bytes are the blob files in each desti
 
 FLEET = """
 {nodes} nodes - each its own containerd (root, state, socket) - pull {images} images of about
-{image_mb:,.0f} MB (80% of their layers shared; {unique_mb:,.0f} MB of unique blobs) all at once:
-every node runs one `ctr images pull` per image, all concurrently. Through regfront: the images
-were synced into the file store from the upstream registry:2 by `regfront sync` first, nodes
-pull through one gateway (hosts.toml with the upstream as fallback). Straight from upstream:
-the same nodes pull from the registry:2. Upstream egress is what the upstream registry:2 process
-wrote to its sockets, `/proc/<pid>/io` wchar (for regfront: the sync's, plus any fallback
-during the pulls); serving egress is the same for the server the nodes pulled from (on the
-file store regfront streams the blobs itself). CPU is the serving process's user + system time
-(`/proc/<pid>/stat`) over the pulls, divided by the number of pulls.
+{image_mb:,.0f} MB (80% of their layers shared; {unique_mb:,.0f} MB of unique blobs) all at
+once: every node runs one `ctr images pull` per image, all concurrently. Through regfront: the
+images were synced into the file store from the upstream registry:2 by `regfront sync` first,
+nodes pull through one gateway (hosts.toml with the upstream as fallback). Straight from
+upstream: the same nodes pull from the registry:2. With two rounds the sides run in ABBA order
+and the pull percentiles are over every pull of both rounds. Upstream egress is what the
+upstream registry:2 process wrote to its sockets, `/proc/<pid>/io` wchar (for regfront: the
+sync's, plus any fallback during the pulls); serving egress is the same for the server the nodes
+pulled from (on the file store regfront streams the blobs itself). CPU is the serving process's
+user + system time (`/proc/<pid>/stat`) over the pulls, divided by the number of pulls. On S3
+(where shown) the images were synced into a moto bucket instead and the gateway answers blob
+GETs with 307s: the bucket's egress is counted by a TCP relay in front of moto (moto sends with
+`send()`, which `/proc/<pid>/io` does not count), whose address the pre-signed URLs name.
 """
 
 COLDSTART = """
-Cold start: `regfront serve` launched on a file store, then `HEAD /v2/library/demo/manifests/1`
-polled every 10 ms until it answers 200; the time from launch to that answer (registry:2 under
-the same poll for comparison).
+Cold start: `regfront serve` launched on a file store (and on a moto bucket), then
+`HEAD /v2/library/demo/manifests/1` polled every 10 ms until it answers 200; the time from
+launch to that answer (registry:2 under the same poll for comparison), so it includes the first
+request's store reads - on S3, creating the S3 client.
 """
 
 MEMORY = """
@@ -108,6 +113,13 @@ and each with a distinct config blob, requested by tag, by digest and as blobs -
 requests over {distinct_urls:,} distinct URLs (wrk with a Lua script cycling through them). RSS
 (`VmRSS`) of the worker: {rss_before_mib:.0f} MiB after start, {rss_warm_mib:.0f} MiB after the
 first pass over every URL, {rss_after_mib:.0f} MiB at the end.
+"""
+
+PROFILE = """
+Where one worker's time goes (`bench/profile.py`): py-spy samples the serving process, only
+threads holding the GIL, while one workload runs at 32 connections (the profiler itself slows
+the worker, so its req/s here is below the hot-path table's). Shares are inclusive: a frame's
+own time plus its callees'.
 """
 
 LIMITS = """

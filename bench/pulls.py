@@ -38,13 +38,21 @@ NAME = "library/pull"
 S3_MAX_MB = 100  # moto holds objects in memory and serves them from Python: keep these small
 
 
+def big_layer(rng: random.Random, size: int, name: str) -> dict[str, bytes]:
+    """``tests.images.random_layer`` for any size: ``randbytes`` stops below 256 MiB."""
+    if size <= 128 * 2**20:
+        return random_layer(rng, size, name)
+    pieces = [rng.randbytes(min(64 * 2**20, size - start)) for start in range(0, size, 64 * 2**20)]
+    return {name: b"".join(pieces)}
+
+
 def build(root: Path, sizes_mb: list[int], multi_mb: int) -> dict[str, int]:
     """An OCI layout with one ref per image; returns ref -> total layer bytes."""
     layout = Layout(root)
     rng = random.Random(11)
     refs: dict[str, int] = {}
     for size in sizes_mb:
-        layout.tag(layout.image([random_layer(rng, size * MB, f"data/{size}mb")]), f"{size}mb")
+        layout.tag(layout.image([big_layer(rng, size * MB, f"data/{size}mb")]), f"{size}mb")
         refs[f"{size}mb"] = size * MB
     if multi_mb:
         part = multi_mb * MB // 5

@@ -132,13 +132,20 @@ def _fleet(section: Json) -> str:
                               image_mb=section["image_bytes"] / 1e6,
                               unique_mb=section["unique_bytes"] / 1e6)]
     rows = []
-    for side, label in (("regfront", "through regfront"), ("direct", "straight from upstream")):
+    for side, label in (("regfront", "through regfront (file store)"),
+                        ("regfront_s3", "through regfront (S3, 307s)"),
+                        ("direct", "straight from upstream")):
+        if side not in section:
+            continue
         r = section[side]
         rows.append([label, _mb(r["upstream_egress"]),
                      f"{r['upstream_egress'] / section['unique_bytes']:.2f}x",
-                     _mb(r["server_egress"]), f"{r['server_cpu_per_pull'] * 1e3:.0f} ms",
+                     _mb(r["server_egress"]),
+                     _mb(r["store_egress"]) if "store_egress" in r else "-",
+                     f"{r['server_cpu_per_pull'] * 1e3:.0f} ms",
                      f"{r['p50_s']:.1f} / {r['p99_s']:.1f}", f"{r['wall_s']:.1f}"])
-    out.append(_table(["nodes pull", "upstream egress", "x unique bytes", "serving egress",
+    out.append(_table(["nodes pull", "upstream egress", "x unique bytes",
+                       "gateway or registry egress", "bucket egress (moto)",
                        "server CPU per pull", "pull p50 / p99 s", "wall s"], rows))
     out.append("![fleet egress](benchmarks/fleet.png)")
     return "\n\n".join(out)
@@ -147,17 +154,45 @@ def _fleet(section: Json) -> str:
 def _coldstart(section: Json) -> str:
     if "start_s" not in section:
         return f"Not measured in this run ({section.get('error', 'skipped')})."
-    start, r2, memory = section["start_s"], section.get("registry2_start_s"), section["memory"]
+    memory = section["memory"]
     out = [prose.COLDSTART]
-    rows = [["regfront serve", f"{start['median']:.2f}",
-             ", ".join(f"{v:.2f}" for v in start["runs"])]]
-    if r2:
-        rows.append(["registry:2", f"{r2['median']:.2f}", ", ".join(f"{v:.2f}"
-                                                                   for v in r2["runs"])])
+    rows = []
+    for key, label in (("start_s", "regfront serve, file store"),
+                       ("registry2_start_s", "registry:2, filesystem"),
+                       ("s3_start_s", "regfront serve, S3 (moto)"),
+                       ("s3_registry2_start_s", "registry:2, S3 (moto)")):
+        if key in section:
+            runs = section[key]
+            rows.append([label, f"{runs['median']:.2f}",
+                         ", ".join(f"{v:.2f}" for v in runs["runs"])])
     out.append(_table(["server", "median s", "runs s"], rows))
     out.append(prose.MEMORY.format(**memory, rss_before_mib=memory["rss_before"] / 2**20,
                                    rss_after_mib=memory["rss_after"] / 2**20,
                                    rss_warm_mib=memory["rss_warm"] / 2**20))
+    return "\n\n".join(out)
+
+
+def _profile(section: Json) -> str:
+    if "sampled" not in section:
+        return f"Not measured in this run ({section.get('error', 'skipped')})."
+    out = [prose.PROFILE]
+    for entry in section["sampled"]:
+        if "inclusive" not in entry:
+            out.append(f"{entry.get('workload', '?')}: {entry.get('error', 'no samples')}")
+            continue
+        rows = [[f"`{frame}`", f"{share:.1f}%"] for frame, share in entry["inclusive"]]
+        out.append(f"**{entry['workload']}** ({entry['samples']:,} samples, "
+                   f"{entry['rps_while_profiled']:,.0f} req/s while profiled), largest "
+                   "inclusive shares below the server loop:")
+        out.append(_table(["frame", "share of GIL-holding samples"], rows))
+    cold = section.get("cold_first_request", {})
+    if "first_ms" in cold:
+        out.append(f"Cold first request in a fresh interpreter ({cold['workload']}): "
+                   f"{cold['first_ms']:.1f} ms, of which {cold['profiled_imports_ms']:.1f} ms "
+                   f"importing modules (under cProfile); the second request: "
+                   f"{cold['second_ms']:.2f} ms.")
+        rows = [[f"`{name}`", f"{ms:.2f}"] for name, ms in cold["top_cumulative"]]
+        out.append(_table(["function", "cumulative ms"], rows))
     return "\n\n".join(out)
 
 
@@ -174,6 +209,7 @@ def write_docs(result: Json) -> None:
         "## Sync\n\n" + _sync(result.get("sync", {})),
         "## Fleet\n\n" + _fleet(result.get("fleet", {})),
         "## Cold start and memory\n\n" + _coldstart(result.get("coldstart", {})),
+        "## Profiles\n\n" + _profile(result.get("profile", {})),
         prose.LIMITS,
         prose.FINDINGS,
     ]

@@ -60,7 +60,8 @@ def _fleet(args: argparse.Namespace) -> Json:
 
     if args.quick:
         return fleet.run(nodes=3, images=2, layer_mb=2)
-    return fleet.run(nodes=args.nodes, images=args.fleet_images, layer_mb=args.fleet_layer_mb)
+    return fleet.run(nodes=args.nodes, images=args.fleet_images, layer_mb=args.fleet_layer_mb,
+                     with_s3=args.fleet_s3, rounds=2)
 
 
 def _profile(args: argparse.Namespace) -> Json:
@@ -102,6 +103,8 @@ def main() -> None:
     parser.add_argument("--fleet-images", type=int, default=3, help="fleet: images per node")
     parser.add_argument("--fleet-layer-mb", type=float, default=10.0,
                         help="fleet: each of the 5 layers of an image (4 of them shared)")
+    parser.add_argument("--fleet-s3", action=argparse.BooleanOptionalAction, default=True,
+                        help="fleet: also through regfront on moto's S3 (307s to the bucket)")
     parser.add_argument("--memory-manifests", type=int, default=20_000,
                         help="memory: distinct manifests (and tags, and config blobs) requested")
     parser.add_argument("--report-only", action="store_true",

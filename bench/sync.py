@@ -58,12 +58,13 @@ def fill_upstream(layout: Layout, tags: list[str], root: Path) -> None:
         regfront_cli("import", f"oci:{layout.root}:{tag}", f"{NAME}:{tag}", "--storage", str(root))
 
 
-def regfront_sync(work: Path, upstream: Running, store: Path, name: str = NAME,
+def regfront_sync(work: Path, upstream: Running, store: Path | str, name: str = NAME,
                   registry: str = "docker.io") -> tuple[float, Json]:
     """``regfront sync --once`` of ``name`` into ``store`` on the load core: seconds, summary."""
-    config = work / f"sync-{store.name}.yaml"
+    s3 = str(store).startswith("s3://")
+    config = work / f"sync-{'s3' if s3 else Path(store).name}.yaml"
     config.write_text(f"""
-storage: [{{url: {store}}}]
+storage: [{{url: "{store}"}}]
 upstreams:
   {registry}: {{urls: ["{upstream.url}"]}}
 mirror:
@@ -72,7 +73,7 @@ mirror:
     started = time.perf_counter()
     result = subprocess.run(pinned(LOAD_CPU, [regfront_binary(), "sync", "--config", str(config),
                                               "--once", "--json"]),
-                            capture_output=True, text=True, timeout=3600, env=regfront_env(False),
+                            capture_output=True, text=True, timeout=3600, env=regfront_env(s3),
                             check=False)
     seconds = time.perf_counter() - started
     if result.returncode != 0:

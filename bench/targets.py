@@ -94,6 +94,10 @@ def _fleet(result: Json) -> Verdict:
     direct = section["direct"]["upstream_egress"] / section["unique_bytes"]
     measured = (f"{ratio:.2f}x through regfront ({section['nodes']} nodes) vs {direct:.2f}x "
                 "pulling directly")
+    if "regfront_s3" in section:
+        on_s3 = section["regfront_s3"]["upstream_egress"] / section["unique_bytes"]
+        measured += f"; {on_s3:.2f}x through regfront on S3"
+        ratio = max(ratio, on_s3)
     return Verdict(target, measured, ratio <= 1.05)
 
 
@@ -103,8 +107,11 @@ def _coldstart(result: Json) -> Verdict:
     if "start_s" not in section:
         return Verdict(target, _why(result, "coldstart"), None)
     seconds = section["start_s"]["median"]
-    return Verdict(target, f"{seconds:.2f} s (median of {len(section['start_s']['runs'])})",
-                   seconds < 1.5)
+    measured = f"{seconds:.2f} s on the file store (median of {len(section['start_s']['runs'])})"
+    if "s3_start_s" in section:
+        measured += f", {section['s3_start_s']['median']:.2f} s on S3 (moto)"
+        seconds = max(seconds, section["s3_start_s"]["median"])
+    return Verdict(target, measured, seconds < 1.5)
 
 
 def _memory(result: Json) -> Verdict:
