@@ -2,9 +2,10 @@
 
 py-spy samples the running ``regfront serve`` (only threads holding the GIL) while wrk or hey
 drives one workload; the section keeps the frames with the largest inclusive and self shares.
-The cold first request is profiled in-process (a fresh app over the file store, the request
-through ``httpx.ASGITransport``): the share of it spent importing modules shows what a fresh
-worker pays once.
+Server CPU per request (``/proc/<pid>/stat`` over a load run) compares regfront's and
+registry:2's cost on one core. The cold first request is profiled in-process (a fresh app over
+the file store, the request through ``httpx.ASGITransport``): the share of it spent importing
+modules shows what a fresh worker pays once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import REPO, Json, log, regfront_cli, serving_regfront
+from bench.common import (
+    REPO,
+    Json,
+    cpu_seconds,
+    log,
+    regfront_cli,
+    serving_regfront,
+    serving_registry2,
+)
 from bench.hotpath import NAME, NS, TAG, WORKLOADS, Image, build_image, check, measure, url_of
 
 PROFILED = ("blob GET", "manifest HEAD by tag")
@@ -118,6 +127,26 @@ async def _first_request(root: Path, image: Image) -> Json:
             "top_cumulative": [[name, round(t * 1e3, 2)] for t, name in top[:TOP]]}
 
 
+def cpu_per_request(work: Path, image: Image, seconds: float) -> list[Json]:
+    """Server CPU time per request (/proc/<pid>/stat) for each server under the same load."""
+    picked = [w for w in WORKLOADS if w.name in ("GET /v2/ (no store)", "manifest HEAD by tag",
+                                                 "manifest GET by tag")]
+    out = []
+    with serving_regfront(work / "root", work) as regfront, \
+            serving_registry2(work, root=work / "root") as registry2:
+        for workload in picked:
+            for server, running in (("regfront", regfront), ("registry2", registry2)):
+                url = url_of(server, running.url, image, workload)
+                check(url, workload.method, 200)
+                before = cpu_seconds(running.pid)
+                loaded = measure(workload, url, 32, seconds, 200)
+                used = cpu_seconds(running.pid) - before
+                out.append({"server": server, "workload": workload.name, "rps": loaded.rps,
+                            "requests": loaded.requests,
+                            "cpu_ms_per_request": 1e3 * used / max(1, loaded.requests)})
+    return out
+
+
 def run(*, seconds: float) -> Json:
     """The profile section."""
     with tempfile.TemporaryDirectory(prefix="rf-bench-profile-") as tmp:
@@ -127,6 +156,8 @@ def run(*, seconds: float) -> Json:
                      str(work / "root"))
         log("profile: py-spy under load")
         sampled = sample(work, image, seconds)
+        log("profile: CPU per request")
+        cpu = cpu_per_request(work, image, seconds / 2)
         # A fresh interpreter: this one has imported everything already.
         code = ("import asyncio, json, sys; from pathlib import Path; "
                 "from bench.profile import _first_request; from bench.hotpath import Image; "
@@ -139,4 +170,4 @@ def run(*, seconds: float) -> Json:
             cold: Json = {"error": result.stderr[-2000:]}
         else:
             cold = json.loads(result.stdout.strip().splitlines()[-1])
-    return {"sampled": sampled, "cold_first_request": cold}
+    return {"sampled": sampled, "cold_first_request": cold, "cpu_per_request": cpu}

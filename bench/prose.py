@@ -135,8 +135,6 @@ LIMITS = """
 """
 
 FINDINGS = """
-## Findings
-
-See the issue notes of the change that last regenerated this page for profiles and proposed
-fixes outside `bench/`.
+Performance problems these numbers point at, outside `bench/`, with the fix proposed for each;
+the evidence is read from the result file when the page is generated.
 """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import plots, prose
+from bench import findings, plots, prose
 from bench.common import REPO, Json
 from bench.targets import mark, verdicts
 
@@ -185,6 +185,12 @@ def _profile(section: Json) -> str:
                    f"{entry['rps_while_profiled']:,.0f} req/s while profiled), largest "
                    "inclusive shares below the server loop:")
         out.append(_table(["frame", "share of GIL-holding samples"], rows))
+    cpu = section.get("cpu_per_request", [])
+    if cpu:
+        out.append("Server CPU per request at 32 connections (`/proc/<pid>/stat` over the run):")
+        out.append(_table(["server", "workload", "req/s", "CPU ms per request"],
+                          [[r["server"], r["workload"], f"{r['rps']:,.0f}",
+                            f"{r['cpu_ms_per_request']:.3f}"] for r in cpu]))
     cold = section.get("cold_first_request", {})
     if "first_ms" in cold:
         out.append(f"Cold first request in a fresh interpreter ({cold['workload']}): "
@@ -211,6 +217,9 @@ def write_docs(result: Json) -> None:
         "## Cold start and memory\n\n" + _coldstart(result.get("coldstart", {})),
         "## Profiles\n\n" + _profile(result.get("profile", {})),
         prose.LIMITS,
-        prose.FINDINGS,
+        "## Findings\n\n" + prose.FINDINGS.strip() + "\n\n" + findings.render(result),
     ]
-    Path(DOCS).write_text("\n\n".join(s.strip() for s in sections) + "\n")
+    text = "\n\n".join(s.strip() for s in sections) + "\n"
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    Path(DOCS).write_text(text)
