@@ -8,9 +8,7 @@
 # Configuration: a file named by REGFRONT_CONFIG (mounted), or REGFRONT_* variables. The
 # gateway listens on 0.0.0.0:$PORT (5000 here; Cloud Run sets its own) unless --listen,
 # REGFRONT_LISTEN or the file's gateway.listen say otherwise.
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-
-FROM ${PYTHON_IMAGE} AS build
+FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -24,7 +22,8 @@ RUN python -m pip wheel --no-deps --wheel-dir /dist . \
  && set -- /dist/regfront-*.whl \
  && python -m pip --python /opt/regfront/bin/python install "$1[lambda]"
 
-FROM ${PYTHON_IMAGE}
+# The same base as the build stage: the venv's interpreter links resolve to the same python.
+FROM python:3.11-slim-bookworm
 LABEL org.opencontainers.image.title="regfront" \
       org.opencontainers.image.description="OCI pull gateway over object storage, and its sync worker" \
       org.opencontainers.image.licenses="Apache-2.0"

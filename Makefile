@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps deploy-deps bench-deps run test lint typecheck unit e2e bench bench-quick clean
+.PHONY: install system-deps deploy-deps checkov-venv bench-deps run test lint typecheck unit e2e bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,22 @@ install: $(STAMP)
 system-deps:
 	bash .ci/debian-packages.sh containerd skopeo docker-registry apache2-utils
 
-# The deploy checks (tests/deploy): busybox runs the node agent's script as the DaemonSet does.
+# The deploy checks (tests/deploy): busybox runs the node agent's script as the DaemonSet does;
+# terraform (fmt, console) comes with the machine image and the tests fail without it.
 deploy-deps:
 	bash .ci/debian-packages.sh busybox
+
+# checkov in a venv of its own (its dependencies clash with the dev extra's pins), inside .venv
+# so that `make clean` and .gitignore cover it. tests/deploy/test_checkov.py runs it.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV    := $(VENV)/checkov
+$(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION): | $(STAMP)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $@
+
+checkov-venv: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
 # wrk and hey drive the load; matplotlib (plots) and py-spy come with the bench extra.
 bench-deps: install
@@ -51,7 +64,7 @@ unit: install
 e2e: install system-deps
 	$(BIN)/pytest tests/e2e
 
-test: install system-deps deploy-deps lint typecheck
+test: install system-deps deploy-deps checkov-venv lint typecheck
 	$(BIN)/pytest
 
 clean:

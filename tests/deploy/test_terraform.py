@@ -1,0 +1,206 @@
+"""terraform/: formatted, parseable, in the standard module shape, internally consistent, and the
+examples' rendered regfront config passes regfront's own config parser.
+
+CI cannot download providers, so `terraform validate` cannot run; these checks cover what can be
+checked without them: `terraform fmt`, every file parsed (python-hcl2), the shape rules of the
+terraform-aws-modules family, every reference to a variable, local, resource, data source or
+module output resolved within its module, and `terraform console` (which needs no provider) on
+the examples' config.tf.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+
+from registry.config import parse_config
+from tests.deploy.conftest import ROOT, tool
+
+TERRAFORM = ROOT / "terraform"
+REQUIRED_FILES = ("main.tf", "variables.tf", "outputs.tf", "versions.tf", "README.md")
+MODULES = sorted({path.parent for path in TERRAFORM.rglob("*.tf")})
+CLOUDS = sorted(path for path in TERRAFORM.iterdir() if path.is_dir())
+EXAMPLES = sorted(path for path in MODULES if path.parent.name == "examples")
+
+
+def _terraform() -> str:
+    return tool("terraform", "terraform is on the machine image; install it where it is not")
+
+
+def _env() -> dict[str, str]:
+    # No CLI config, no plugin downloads, no checkpoint calls home.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CLI_CONFIG_FILE"}
+    return {**env, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1"}
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def _unquote(value: Any) -> str:
+    text = str(value)
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
+
+
+@cache
+def _parsed(path: Path) -> dict[str, Any]:
+    with path.open() as handle:
+        document: dict[str, Any] = hcl2.load(handle)
+    return document
+
+
+def _blocks(module: Path, kind: str) -> dict[str, dict[str, Any]]:
+    """``variable``/``output``/``locals`` etc. of a module: name -> body."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(module.glob("*.tf")):
+        for block in _parsed(path).get(kind, []):
+            for name, body in block.items():
+                if not name.startswith("__"):
+                    found[_unquote(name)] = body
+    return found
+
+
+def _labelled(module: Path, kind: str) -> set[tuple[str, str]]:
+    """(type, name) of every ``resource`` or ``data`` block in a module."""
+    return {(_unquote(type_), _unquote(name))
+            for path in module.glob("*.tf") for block in _parsed(path).get(kind, [])
+            for type_, named in block.items() for name in named}
+
+
+def _code(module: Path) -> str:
+    """The module's HCL with comments removed (references are looked for in the rest)."""
+    text = "\n".join(path.read_text() for path in sorted(module.glob("*.tf")))
+    return re.sub(r"(?m)^\s*(#|//).*$|\s#.*$", "", text)
+
+
+def test_terraform_fmt() -> None:
+    result = subprocess.run([_terraform(), "fmt", "-check", "-recursive", "-diff",
+                             str(TERRAFORM)], capture_output=True, text=True, check=False,
+                            env=_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", sorted(TERRAFORM.rglob("*.tf")), ids=_rel)
+def test_every_file_parses(path: Path) -> None:
+    assert isinstance(_parsed(path), dict)
+
+
+@pytest.mark.parametrize("module", MODULES, ids=_rel)
+def test_module_shape(module: Path) -> None:
+    missing = [name for name in REQUIRED_FILES if not (module / name).is_file()]
+    assert not missing, f"{_rel(module)} lacks {missing}"
+    for name, body in _blocks(module, "variable").items():
+        assert "type" in body, f"variable {name} has no type"
+        assert _unquote(body.get("description", "")).strip(), f"variable {name}: no description"
+    for name, body in _blocks(module, "output").items():
+        assert _unquote(body.get("description", "")).strip(), f"output {name}: no description"
+    assert "terraform" in _parsed(module / "versions.tf")
+
+
+@pytest.mark.parametrize("cloud", CLOUDS, ids=_rel)
+def test_every_cloud_has_an_example(cloud: Path) -> None:
+    assert [path for path in EXAMPLES if path.is_relative_to(cloud)], _rel(cloud)
+
+
+@pytest.mark.parametrize("module", MODULES, ids=_rel)
+def test_singleton_resources_are_named_this(module: Path) -> None:
+    by_type: dict[str, list[str]] = {}
+    for type_, name in _labelled(module, "resource"):
+        by_type.setdefault(type_, []).append(name)
+    wrong = sorted(f"{t}.{names[0]}" for t, names in by_type.items()
+                   if len(names) == 1 and names[0] != "this")
+    assert not wrong, f"the only resource of its type is named `this`: {wrong}"
+
+
+@pytest.mark.parametrize("module", MODULES, ids=_rel)
+def test_readme_usage_then_inputs_and_outputs(module: Path) -> None:
+    readme = (module / "README.md").read_text()
+    headings = [line for line in readme.splitlines() if line.startswith("## ")]
+    assert "## Usage" in headings, "README has a Usage section"
+    assert headings.index("## Usage") < headings.index("## Inputs") < headings.index(
+        "## Outputs")
+    inputs = readme.split("## Inputs", 1)[1].split("## Outputs", 1)[0]
+    outputs = readme.split("## Outputs", 1)[1]
+    listed_inputs = set(re.findall(r"^\| `([a-z0-9_]+)` \|", inputs, re.M))
+    listed_outputs = set(re.findall(r"^\| `([a-z0-9_]+)` \|", outputs, re.M))
+    assert listed_inputs == set(_blocks(module, "variable")), "Inputs table out of date"
+    assert listed_outputs == set(_blocks(module, "output")), "Outputs table out of date"
+
+
+@pytest.mark.parametrize("module", MODULES, ids=_rel)
+def test_references_resolve(module: Path) -> None:
+    code = _code(module)
+    variables = set(_blocks(module, "variable"))
+    used_variables = set(re.findall(r"\bvar\.([a-z0-9_]+)", code))
+    assert used_variables <= variables, f"undeclared: {used_variables - variables}"
+    assert variables <= used_variables, f"declared, never used: {variables - used_variables}"
+    locals_ = {name for path in module.glob("*.tf") for block in _parsed(path).get("locals", [])
+               for name in block if not name.startswith("__")}
+    used_locals = set(re.findall(r"\blocal\.([a-z0-9_]+)", code))
+    assert used_locals <= locals_, f"undefined locals: {used_locals - locals_}"
+    assert locals_ <= used_locals, f"locals never used: {locals_ - used_locals}"
+    resources = _labelled(module, "resource")
+    data = _labelled(module, "data")
+    for is_data, type_, name in re.findall(
+            r"(?<![\w.])(data\.)?((?:aws|google|terraform)_[a-z0-9_]+)\.([a-z0-9_]+)", code):
+        declared = data if is_data else resources
+        assert (type_, name) in declared, f"{is_data}{type_}.{name} is not declared"
+    calls = _blocks(module, "module")
+    for name, output in re.findall(r"\bmodule\.([a-z0-9_]+)(?:\[\*\]|\[\d+\])?\.([a-z0-9_]+)",
+                                   code):
+        assert name in calls, f"module.{name} is not declared"
+        source = (module / _unquote(calls[name]["source"])).resolve()
+        assert output in _blocks(source, "output"), f"{_rel(source)} has no output {output}"
+    for name, body in calls.items():
+        source = (module / _unquote(body["source"])).resolve()
+        inputs = set(_blocks(source, "variable"))
+        given = {key for key in body
+                 if key not in ("source", "providers", "count", "for_each", "depends_on",
+                                "__is_block__")}
+        assert given <= inputs, f"module.{name}: no such inputs {given - inputs}"
+        required = {n for n, b in _blocks(source, "variable").items() if "default" not in b}
+        assert required <= given, f"module.{name}: missing inputs {required - given}"
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=_rel)
+def test_examples_render_a_config_regfront_accepts(example: Path, tmp_path: Path) -> None:
+    """config.tf (locals only) under `terraform console`, with the example's tfvars: the YAML
+    the modules hand the containers, less the `storage:` each adds, must parse."""
+    for name in ("variables.tf", "config.tf"):
+        shutil.copy(example / name, tmp_path / name)
+    shutil.copy(example / "terraform.tfvars.example", tmp_path / "terraform.tfvars")
+    for tfvars in (True, False):  # the example's values, then the variables' defaults only
+        if not tfvars:
+            (tmp_path / "terraform.tfvars").write_text(_required_only(example))
+        result = subprocess.run([_terraform(), "console"], input="yamlencode(local.config)\n",
+                                capture_output=True, text=True, check=False, cwd=tmp_path,
+                                env=_env())
+        assert result.returncode == 0, result.stderr
+        heredoc = re.fullmatch(r"\s*<<EOT\n(.*)EOT\s*", result.stdout, re.S)
+        assert heredoc is not None, result.stdout
+        text = heredoc[1] + 'storage: [{url: "s3://bucket/mirror?region=eu-west-1"}]\n'
+        config = parse_config(text, f"{_rel(example)}/config.tf")
+        assert config.mirror
+        assert config.upstreams
+
+
+def _required_only(example: Path) -> str:
+    """tfvars for the variables without defaults, taken from the example's tfvars file."""
+    required = {name for name, body in _blocks(example, "variable").items()
+                if "default" not in body}
+    text = (example / "terraform.tfvars.example").read_text()
+    kept, keep = [], False
+    for line in text.splitlines():
+        if line and not line[0].isspace() and line[0] != "}":
+            keep = line.split("=", 1)[0].strip() in required
+        if keep:
+            kept.append(line)
+    return "\n".join(kept) + "\n"
