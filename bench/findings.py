@@ -156,8 +156,49 @@ def machine_load(result: Json) -> str | None:
             "bench/results/latest.json.")
 
 
+def access_log(result: Json) -> str | None:
+    share = _frame_share(result, "manifest HEAD by tag", "Logger.info (logging/__init__.py")
+    if share is None or share < 5:
+        return None
+    return (f"**uvicorn's access log is written for every request.** In the manifest HEAD "
+            f"profile {share:.0f}% of the worker's GIL time is under `Logger.info`, called from "
+            "uvicorn's `RequestResponseCycle.send`: `regfront serve` passes "
+            "`access_log=False`, but `registry.logs.configure` (run in the worker after "
+            "uvicorn set up logging) resets the `uvicorn.access` logger to propagate to the "
+            "root handler, so uvicorn's `hasHandlers()` check turns its access log back on "
+            "(a JSON line per request on stderr). Proposed fix (registry/logs.py): leave "
+            "`uvicorn.access` alone - or set `propagate = False` on it - unless an access log "
+            "was asked for; the sampled `regfront.access` log is the one to keep.")
+
+
+def fleet_fallbacks(result: Json) -> str | None:
+    section = result.get("fleet", {}).get("regfront_s3")
+    unique = result.get("fleet", {}).get("unique_bytes")
+    if not section or not unique or section["upstream_egress"] <= 1.05 * unique:
+        return None
+    failures = section.get("store_failures", 0)
+    head = (f"**Fleet on S3: pulls fell back to the upstream.** Through regfront on moto the "
+            f"upstream sent {section['upstream_egress'] / unique:.1f}x the unique bytes "
+            "(sync and pulls together), so some pulls did not come through the gateway and "
+            "its bucket. ")
+    if not failures:
+        return head + ("The gateway logged no store failure during the pulls, so the cause is "
+                       "not in its log; containerd falls back on any error or timeout.")
+    return head + (
+        f"The gateway answered {failures} requests with 503 for failed store calls. moto runs "
+        "on the core that also runs every containerd and ctr of the fleet, so under the pull "
+        "storm it answers the gateway's link and size reads more slowly than "
+        "`gateway.store_timeout` (2 s) allows; the gateway then fails fast as designed and "
+        "containerd falls back to the upstream. This is the 2-core stand-in's limit more than "
+        "the gateway's; what it does show is that a slow bucket turns into upstream traffic. "
+        "Proposed (gateway): count store timeouts in /metrics so an operator sees them; "
+        "consider serving a cached link or size past its TTL when the store times out "
+        "(stale-if-error, as for tags).")
+
+
 FINDINGS: list[Callable[[Json], str | None]] = [
-    file_blob_get, cold_first_request, cold_store_calls, pulls, registry2_cost, machine_load,
+    access_log, fleet_fallbacks, file_blob_get, cold_first_request, cold_store_calls, pulls,
+    registry2_cost, machine_load,
 ]
 
 

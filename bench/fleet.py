@@ -38,6 +38,7 @@ from bench.sync import NAME, fill_upstream, image_blobs, regfront_sync
 from tests.images import fleet_layout
 
 MB = 10**6
+STORE_FAILURE = "store failure on"  # the gateway's warning when it answers 503
 
 
 def pull_all(nodes: list[Node], refs: list[str], hosts: Path) -> tuple[list[float], float]:
@@ -58,6 +59,7 @@ def measure(nodes: list[Node], refs: list[str], hosts: Path, server: Running,
     upstream_before, server_before = written_bytes(upstream.pid), written_bytes(server.pid)
     store_before = store.sent_to_clients if store is not None else 0
     cpu_before = cpu_seconds(server.pid)
+    failures_before = server.service.log_text().count(STORE_FAILURE)
     times, wall = pull_all(nodes, refs, hosts)
     pulls = len(times)
     result: Json = {
@@ -66,6 +68,8 @@ def measure(nodes: list[Node], refs: list[str], hosts: Path, server: Running,
         "upstream_egress_during_pulls": written_bytes(upstream.pid) - upstream_before,
         "server_egress": written_bytes(server.pid) - server_before,
         "server_cpu_per_pull": (cpu_seconds(server.pid) - cpu_before) / pulls,
+        # The gateway's 503s for a failing store: containerd then falls back to the upstream.
+        "store_failures": server.service.log_text().count(STORE_FAILURE) - failures_before,
     }
     if store is not None:
         result["store_egress"] = store.sent_to_clients - store_before
@@ -82,7 +86,8 @@ def combine(runs: list[Json]) -> Json:
                  "p50_s": percentile(times, 50), "p99_s": percentile(times, 99),
                  "wall_s": median([r["wall_s"] for r in runs]),
                  "server_cpu_per_pull": median([r["server_cpu_per_pull"] for r in runs])}
-    for key in ("upstream_egress_during_pulls", "server_egress", "store_egress"):
+    for key in ("upstream_egress_during_pulls", "server_egress", "store_egress",
+                "store_failures"):
         if key in runs[0]:
             out[key] = max(r[key] for r in runs)
     return out

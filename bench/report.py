@@ -147,6 +147,12 @@ def _fleet(section: Json) -> str:
     out.append(_table(["nodes pull", "upstream egress", "x unique bytes",
                        "gateway or registry egress", "bucket egress (moto)",
                        "server CPU per pull", "pull p50 / p99 s", "wall s"], rows))
+    failures = [f"{side}: {section[side]['store_failures']}" for side in
+                ("regfront", "regfront_s3") if section.get(side, {}).get("store_failures")]
+    if failures:
+        out.append("Requests the gateway answered 503 because a store call failed or timed out "
+                   "(containerd then falls back to the upstream, which the upstream egress "
+                   "shows): " + ", ".join(failures) + ".")
     out.append("![fleet egress](benchmarks/fleet.png)")
     return "\n\n".join(out)
 
