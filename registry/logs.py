@@ -47,8 +47,12 @@ def configure(log_format: LogFormat = "auto", level: int = logging.INFO) -> None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # uvicorn's loggers keep their own handlers: route them through ours too.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    # uvicorn's loggers keep their own handlers: route them through ours too - except its
+    # access log, a line per request on the hot path (regfront samples its own instead).
+    for name in ("uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    access = logging.getLogger("uvicorn.access")
+    access.handlers[:] = []
+    access.propagate = False
