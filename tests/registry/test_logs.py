@@ -18,7 +18,8 @@ def test_uvicorns_access_log_is_silenced_and_its_errors_kept() -> None:
         assert logging.getLogger("uvicorn.error").propagate is True
         assert isinstance(root.handlers[0].formatter, JsonFormatter)
     finally:
-        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
 
 
 def test_json_lines_carry_fields() -> None:
