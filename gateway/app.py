@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
@@ -9,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -26,6 +28,7 @@ from gateway.resolve import Resolver
 from gateway.routes import HOT_PATH, hot_routes, routes
 from gateway.syncwatch import SyncWatch
 from gateway.tracing import Tracing
+from registry import layout
 from registry.config import Config
 from registry.errors import ErrorCode, RegistryError
 from registry.store import ObjectStore, open_store
@@ -158,6 +161,15 @@ class Gateway:
 _STATUS = {code: str(code) for code in (200, 206, 304, 307, 400, 401, 403, 404, 405, 416, 503)}
 
 
+async def warm_up(resolver: Resolver) -> None:
+    """Pay one-time costs before the first request does: anyio's thread pool and each store's
+    client (an S3 client loads botocore's service model: ~150 ms on a new worker)."""
+    await to_thread.run_sync(lambda: None)
+    for entry in resolver.stores.entries:
+        with contextlib.suppress(Exception):
+            await resolver.stores.attempt(entry, lambda s: s.size(layout.WARM_UP), "warm_up")
+
+
 def _route(path: str) -> str:
     """The metric label for a framework-routed path (bounded: never the path itself)."""
     if path == "/v2/":
@@ -195,6 +207,7 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None, *,
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await warm_up(resolver)
         meters = start_otlp_metrics(metrics, telemetry.otlp_endpoint, telemetry.service_name)
         if sync_watch is not None:
             sync_watch.start()

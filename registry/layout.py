@@ -12,6 +12,7 @@ from registry.digest import Digest
 
 DISTRIBUTION_ROOT = "docker/registry/v2"
 REGFRONT_ROOT = "regfront/v1"
+WARM_UP = f"{REGFRONT_ROOT}/warm-up"  # never written: gateways ask for it to open clients
 
 
 def blob_data(digest: Digest) -> str:

@@ -49,15 +49,31 @@ class FileStore:
     async def read(self, key: str, start: int = 0,
                    length: int | None = None) -> AsyncIterator[bytes]:
         path = self._path(key)
+        first_want = CHUNK_SIZE if length is None else min(CHUNK_SIZE, length)
+
+        def open_and_read() -> tuple[BinaryIO, bytes]:
+            # One worker-thread hop for open, seek and the first chunk: a small blob (a
+            # config, a small layer) costs one hop instead of three.
+            handle = path.open("rb")
+            try:
+                handle.seek(start)
+                return handle, handle.read(first_want)
+            except BaseException:
+                handle.close()
+                raise
+
         try:
-            handle: BinaryIO = await to_thread.run_sync(path.open, "rb")
+            handle, first = await to_thread.run_sync(open_and_read)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFound(key) from None
 
         async def chunks() -> AsyncIterator[bytes]:
-            remaining = length
+            remaining = None if length is None else length - len(first)
             try:
-                await to_thread.run_sync(handle.seek, start)
+                if first:
+                    yield first
+                if len(first) < first_want:
+                    return  # the end of the file came with the first read
                 while remaining is None or remaining > 0:
                     want = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
                     chunk = await to_thread.run_sync(handle.read, want)
