@@ -181,9 +181,18 @@ def fleet_fallbacks(result: Json) -> str | None:
             f"upstream sent {section['upstream_egress'] / unique:.1f}x the unique bytes "
             "(sync and pulls together), so some pulls did not come through the gateway and "
             "its bucket. ")
+    refused = section.get("store_connections_refused")
     if not failures:
-        return head + ("The gateway logged no store failure during the pulls, so the cause is "
-                       "not in its log; containerd falls back on any error or timeout.")
+        cause = (f" moto refused {refused} of the blob connections the 307s sent to it "
+                 "(werkzeug's accept queue is 128 connections; 60 pulls open up to three "
+                 "each), and containerd fell back to the upstream for those blobs."
+                 if refused else " The cause is in neither the gateway's log nor the relay's "
+                 "counts; containerd falls back to the next host on any error or timeout, "
+                 "including a failed fetch of the pre-signed URL.")
+        return head + ("The gateway logged no store failure during the pulls: the "
+                       "redirects worked." + cause + " A real bucket takes far more "
+                       "connections than moto on one loaded core; the file-store row is the "
+                       "gateway's own answer to the target.")
     return head + (
         f"The gateway answered {failures} requests with 503 for failed store calls. moto runs "
         "on the core that also runs every containerd and ctr of the fleet, so under the pull "

@@ -73,6 +73,7 @@ def measure(nodes: list[Node], refs: list[str], hosts: Path, server: Running,
     }
     if store is not None:
         result["store_egress"] = store.sent_to_clients - store_before
+        result["store_connections_refused"] = store.target_refused
     for node in nodes:
         node.remove_all()
     return result

@@ -49,7 +49,7 @@ def hotpath_c32(section: Json, path: Path) -> None:
 
 def hotpath_connections(section: Json, path: Path) -> None:
     """Requests/s against connections for the manifest HEAD by tag (what containerd sends)."""
-    figure, axes = plt.subplots(figsize=(8, 4.5))
+    figure, axes = plt.subplots(figsize=(9.5, 4.5))
     drawn = False
     for backend, marker in (("file", "o"), ("s3", "s")):
         for server in ("regfront", "registry2"):
@@ -74,7 +74,7 @@ def hotpath_connections(section: Json, path: Path) -> None:
     axes.set_xlabel("connections")
     axes.set_ylabel("requests/s (log scale)")
     axes.set_title("manifest HEAD by tag, warm")
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     _save(figure, path)
 
 

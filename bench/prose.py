@@ -41,6 +41,10 @@ once before measuring.
   registry:2 answers a 307 to a HEAD-signed URL, so its row counts redirects too.
 - registry:2 on S3 reads the tag link and the manifest from the bucket on every manifest
   request; moto bounds those rows, not registry:2's CPU.
+- wrk counts a 307 as an answer (its "Non-2xx or 3xx responses" are statuses >= 400) and any
+  of those, or a socket error, fails the run; hey must see only the expected status.
+- *GET /v2/* needs no store: it is each server's own per-request cost (regfront's goes through
+  Starlette, not the raw-ASGI hot path).
 """
 
 COLD = """
@@ -131,7 +135,10 @@ LIMITS = """
 - No real S3: moto's server stands in (in memory, Python, no signature checks). It bounds every
   row where a server calls S3 per request, and its transfer speed bounds pulls that follow a
   307; cross-region replication and real network latency are not modelled.
-- containerd is 1.6 (Debian 12), before per-host dial timeouts in hosts.toml.
+- containerd is 1.6 (Debian 12), before per-host dial timeouts in hosts.toml; registry:2 is
+  Debian's distribution 2.8.2 (no 3.x is packaged).
+- In the fleet, moto shares the load core with every containerd and ctr: under the pull storm
+  it is starved, which no real bucket would be.
 """
 
 FINDINGS = """

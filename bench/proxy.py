@@ -26,6 +26,8 @@ class CountingRelay:
         self.target_port = target_port
         self.sent_to_clients = 0  # bytes from the target to the clients
         self.received_from_clients = 0
+        self.connections = 0
+        self.target_refused = 0  # connections the target would not take (it was overloaded)
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -41,7 +43,8 @@ class CountingRelay:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._relay, LOOPBACK, 0)
+        # A fleet opens hundreds of connections at once: a short accept queue would refuse some.
+        server = await asyncio.start_server(self._relay, LOOPBACK, 0, backlog=4096)
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         async with server:
@@ -49,10 +52,12 @@ class CountingRelay:
 
     async def _relay(self, client_reader: asyncio.StreamReader,
                      client_writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             target_reader, target_writer = await asyncio.open_connection(LOOPBACK,
                                                                          self.target_port)
         except OSError:
+            self.target_refused += 1
             client_writer.close()
             return
 
