@@ -4,8 +4,9 @@ py-spy samples the running ``regfront serve`` (only threads holding the GIL) whi
 drives one workload; the section keeps the frames with the largest inclusive and self shares.
 Server CPU per request (``/proc/<pid>/stat`` over a load run) compares regfront's and
 registry:2's cost on one core. The cold first request is profiled in-process (a fresh app over
-the file store, the request through ``httpx.ASGITransport``): the share of it spent importing
-modules shows what a fresh worker pays once.
+the file store, its start-up warm-up run as the server's lifespan would, the request through
+``httpx.ASGITransport``): the share of it spent importing modules shows what a fresh worker
+still pays on its first request.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from bench.common import (
     cpu_seconds,
     log,
     regfront_cli,
+    serving_ceiling,
     serving_regfront,
     serving_registry2,
 )
 from bench.hotpath import NAME, NS, TAG, WORKLOADS, Image, build_image, check, measure, url_of
+from bench.load import hey, wrk
 
 PROFILED = ("blob GET", "manifest HEAD by tag")
 TOP = 12
@@ -97,10 +100,16 @@ def sample(work: Path, image: Image, seconds: float) -> list[Json]:
 
 
 async def _first_request(root: Path, image: Image) -> Json:
-    from gateway.app import create_app
+    import gateway.app as gateway_app
     from registry.config import Config
 
-    app = create_app(Config.model_validate({"storage": [{"url": str(root)}]}))
+    app = gateway_app.create_app(Config.model_validate({"storage": [{"url": str(root)}]}))
+    # What the server's lifespan does before its first request (ASGITransport runs none).
+    warm_up = getattr(gateway_app, "warm_up", None)
+    started = time.perf_counter()
+    if warm_up is not None:
+        await warm_up(app.resolver)
+    warm_up_ms = (time.perf_counter() - started) * 1e3
     workload = WORKLOADS[0]
     url = url_of("regfront", "", image, workload)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
@@ -123,6 +132,7 @@ async def _first_request(root: Path, image: Image) -> Json:
                   for (file, line, function), (_, _, _, cumulative, _) in entries.items()),
                  reverse=True)
     return {"workload": workload.name, "first_ms": first * 1e3, "second_ms": second * 1e3,
+            "warm_up_ms": warm_up_ms if warm_up is not None else None,
             "profiled_imports_ms": imports * 1e3,
             "top_cumulative": [[name, round(t * 1e3, 2)] for t, name in top[:TOP]]}
 
@@ -133,7 +143,16 @@ def cpu_per_request(work: Path, image: Image, seconds: float) -> list[Json]:
                                                  "manifest GET by tag")]
     out = []
     with serving_regfront(work / "root", work) as regfront, \
-            serving_registry2(work, root=work / "root") as registry2:
+            serving_registry2(work, root=work / "root") as registry2, \
+            serving_ceiling(work) as ceiling:
+        for method, tool in (("HEAD", "hey"), ("GET", "wrk")):
+            before = cpu_seconds(ceiling.pid)
+            loaded = (hey(ceiling.url + "/", 32, seconds, method="HEAD") if tool == "hey" else
+                      wrk(ceiling.url + "/", 32, seconds))
+            used = cpu_seconds(ceiling.pid) - before
+            out.append({"server": "ceiling", "workload": f"hello world {method}",
+                        "rps": loaded.rps, "requests": loaded.requests,
+                        "cpu_ms_per_request": 1e3 * used / max(1, loaded.requests)})
         for workload in picked:
             for server, running in (("regfront", regfront), ("registry2", registry2)):
                 url = url_of(server, running.url, image, workload)

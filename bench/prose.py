@@ -85,6 +85,9 @@ in a registry:2 upstream (filesystem, GOMAXPROCS=1). `regfront sync --once` mirr
 file store; `skopeo sync` copies the same repository into a second registry:2. Upstream egress
 is what the upstream process wrote to its sockets (`wchar` in `/proc/<pid>/io`), so it counts
 every byte sent, headers included. Stored bytes are the blob files in each destination.
+skopeo syncing into a registry also fetches each shared blob once (it asks the destination
+first); with the small images of `make bench-quick` regfront's interpreter start-up (about half a
+second) dominates and skopeo finishes first.
 """
 
 FLEET = """

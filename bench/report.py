@@ -199,7 +199,9 @@ def _profile(section: Json) -> str:
                             f"{r['cpu_ms_per_request']:.3f}"] for r in cpu]))
     cold = section.get("cold_first_request", {})
     if "first_ms" in cold:
-        out.append(f"Cold first request in a fresh interpreter ({cold['workload']}): "
+        warm = (f" after the gateway's start-up warm-up ({cold['warm_up_ms']:.1f} ms)"
+                if cold.get("warm_up_ms") is not None else "")
+        out.append(f"Cold first request in a fresh interpreter ({cold['workload']}){warm}: "
                    f"{cold['first_ms']:.1f} ms, of which {cold['profiled_imports_ms']:.1f} ms "
                    f"importing modules (under cProfile); the second request: "
                    f"{cold['second_ms']:.2f} ms.")
