@@ -15,6 +15,8 @@ COPY pyproject.toml README.md ./
 COPY registry ./registry
 COPY gateway ./gateway
 COPY sync ./sync
+COPY node ./node
+COPY regfront ./regfront
 # The same wheel CI's install builds from pyproject.toml, installed with its dependencies (and
 # the lambda extra) into a venv without pip, which the final stage copies as it is.
 RUN python -m pip wheel --no-deps --wheel-dir /dist . \

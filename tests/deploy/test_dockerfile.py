@@ -147,7 +147,7 @@ def test_the_wheel_holds_every_module_and_the_lambda_extra(installed_wheel: Path
     sources = {str(p.relative_to(ROOT)) for package in PACKAGES
                for p in (ROOT / package).rglob("*.py")}
     assert sources <= names, sorted(sources - names)
-    assert "regfront = gateway.cli:main" in entry_points
+    assert "regfront = regfront.cli:main" in entry_points
     assert "Provides-Extra: lambda" in metadata
     assert re.search(r"Requires-Dist: mangum.*extra == ['\"]lambda['\"]", metadata)
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.containerd import hosts_toml, parse_registry
+from node.hosts import hosts_toml, parse_registry
 from tests.deploy.conftest import ROOT, tool
 
 MANIFESTS = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from gateway.auth import Auth, Policy
-from gateway.cli import main
+from regfront.cli import main
 from registry.errors import ConfigError
 from tests.gateway import authkit
 from tests.gateway.authkit import (

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gateway.cli import main
+from regfront.cli import main
 from registry import layout
 from registry.digest import Digest
 from tests.images import sample_layout

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from gateway.cli import main
+from regfront.cli import main
 
 
 @pytest.fixture

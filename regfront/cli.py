@@ -96,7 +96,7 @@ def serve(config_file: str | None, storage: tuple[str, ...], listen: str | None,
     logger.info("point containerd at it: regfront containerd-config --gateway %s://%s:%d "
                 "--registry docker.io --out /etc/containerd/certs.d", scheme, host, port)
     configure_logging(config.telemetry.log_format)
-    uvicorn.run("gateway.cli:app_from_environment", factory=True, host=host, port=port,
+    uvicorn.run("regfront.cli:app_from_environment", factory=True, host=host, port=port,
                 workers=config.gateway.workers, access_log=False, server_header=False,
                 log_level="info", timeout_graceful_shutdown=30, log_config=None,
                 ssl_certfile=config.gateway.tls_cert, ssl_keyfile=config.gateway.tls_key)
@@ -219,7 +219,7 @@ def containerd_config(gateway: str, registries: tuple[str, ...], out: str, dial_
                       client_key: str | None, headers: tuple[str, ...],
                       header_files: tuple[str, ...]) -> None:
     """Write OUT/<registry>/hosts.toml so containerd pulls through the gateway."""
-    from gateway.containerd import parse_headers, parse_registry, write_hosts_dir
+    from node.hosts import parse_headers, parse_registry, write_hosts_dir
 
     try:
         parsed = [parse_registry(r) for r in registries]
