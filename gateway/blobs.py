@@ -19,7 +19,9 @@ from gateway.http import (
     request_header,
     respond,
 )
+from gateway.probe import get_probe_blob
 from gateway.resolve import Resolver
+from registry import probe
 from registry.digest import Digest
 from registry.errors import ErrorCode, RegistryError
 
@@ -30,6 +32,9 @@ _NO_BODY = (b"content-length", b"0")
 
 async def get_blob(scope: Scope, send: Send, resolver: Resolver, path_name: str,
                    reference: str) -> None:
+    if path_name == probe.NAME:
+        await get_probe_blob(scope, send, reference)
+        return
     name, ns = repository(scope, path_name)
     digest = Digest.parse(reference)
     try:

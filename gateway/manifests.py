@@ -9,12 +9,17 @@ from __future__ import annotations
 from starlette.types import Scope, Send
 
 from gateway.http import header_value, repository, request_header, respond
+from gateway.probe import get_probe_manifest
 from gateway.resolve import Resolver
+from registry import probe
 from registry.names import parse_reference
 
 
 async def get_manifest(scope: Scope, send: Send, resolver: Resolver, path_name: str,
                        reference: str) -> None:
+    if path_name == probe.NAME:
+        await get_probe_manifest(scope, send, reference)
+        return
     name, ns = repository(scope, path_name)
     manifest = await resolver.manifest(name, parse_reference(reference))
     headers = [
