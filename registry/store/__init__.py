@@ -1,7 +1,8 @@
 """The one store protocol every backend implements, and ``open_store(url)``.
 
 A store is a flat key space of immutable-once-written objects under a root; keys come only from
-``registry.layout``. Absence is always ``NotFound``; any other exception is a store failure.
+``registry.layout``. Absence is always ``NotFound``; a store that cannot answer raises one of the
+``StoreError`` kinds of ``registry.store.errors``; any other exception out of a store is a bug.
 Writes are all-or-nothing: a reader never sees a partial object. A store that can send clients
 to the bytes themselves (S3's pre-signed URLs) is also a ``Presigner``; ``presigner(store)`` says.
 """

@@ -1,7 +1,8 @@
 """The embedded store: a directory tree, so ``regfront serve`` works with no cloud at all.
 
 Blocking file calls run in worker threads. Writes go to a temporary file in the target's
-directory and are renamed into place, so readers see a whole object or none.
+directory and are renamed into place, so readers see a whole object or none. A missing file is
+``NotFound``; any other ``OSError`` leaves as its store failure kind (registry/store/errors.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import BinaryIO
 from anyio import to_thread
 
 from registry.store import CHUNK_SIZE, NotFound, PreconditionFailed, check_key
+from registry.store.errors import os_failures
 
 _TEMP_MARK = ".regfront-tmp-"
 
@@ -31,17 +33,19 @@ class FileStore:
 
     async def get(self, key: str) -> bytes:
         path = self._path(key)
-        try:
-            return await to_thread.run_sync(path.read_bytes)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise NotFound(key) from None
+        with os_failures():
+            try:
+                return await to_thread.run_sync(path.read_bytes)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                raise NotFound(key) from None
 
     async def size(self, key: str) -> int:
         path = self._path(key)
-        try:
-            stat = await to_thread.run_sync(path.stat)
-        except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(key) from None
+        with os_failures():
+            try:
+                stat = await to_thread.run_sync(path.stat)
+            except (FileNotFoundError, NotADirectoryError):
+                raise NotFound(key) from None
         if not path.is_file():
             raise NotFound(key)
         return stat.st_size
@@ -62,10 +66,11 @@ class FileStore:
                 handle.close()
                 raise
 
-        try:
-            handle, first = await to_thread.run_sync(open_and_read)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise NotFound(key) from None
+        with os_failures():
+            try:
+                handle, first = await to_thread.run_sync(open_and_read)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                raise NotFound(key) from None
 
         async def chunks() -> AsyncIterator[bytes]:
             remaining = None if length is None else length - len(first)
@@ -76,7 +81,8 @@ class FileStore:
                     return  # the end of the file came with the first read
                 while remaining is None or remaining > 0:
                     want = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
-                    chunk = await to_thread.run_sync(handle.read, want)
+                    with os_failures():
+                        chunk = await to_thread.run_sync(handle.read, want)
                     if not chunk:
                         return
                     if remaining is not None:
@@ -94,7 +100,10 @@ class FileStore:
         await self.put_stream(key, one())
 
     async def put_stream(self, key: str, chunks: AsyncIterable[bytes]) -> None:
-        path = self._path(key)
+        with os_failures():
+            await self._put_stream(self._path(key), chunks)
+
+    async def _put_stream(self, path: Path, chunks: AsyncIterable[bytes]) -> None:
         await to_thread.run_sync(lambda: path.parent.mkdir(parents=True, exist_ok=True))
         temp = path.with_name(f"{path.name}{_TEMP_MARK}{uuid.uuid4().hex}")
         handle = await to_thread.run_sync(temp.open, "wb")
@@ -110,10 +119,11 @@ class FileStore:
 
     async def children(self, prefix: str) -> list[str]:
         path = self._path(prefix)
-        try:
-            names = await to_thread.run_sync(os.listdir, path)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
+        with os_failures():
+            try:
+                names = await to_thread.run_sync(os.listdir, path)
+            except (FileNotFoundError, NotADirectoryError):
+                return []
         return sorted(n for n in names if _TEMP_MARK not in n)
 
     async def get_versioned(self, key: str) -> tuple[bytes, str]:
@@ -121,10 +131,12 @@ class FileStore:
         return data, hashlib.sha256(data).hexdigest()
 
     async def create(self, key: str, data: bytes) -> str:
-        return await to_thread.run_sync(self._swap, key, data, None)
+        with os_failures():
+            return await to_thread.run_sync(self._swap, key, data, None)
 
     async def replace(self, key: str, data: bytes, version: str) -> str:
-        return await to_thread.run_sync(self._swap, key, data, version)
+        with os_failures():
+            return await to_thread.run_sync(self._swap, key, data, version)
 
     def _swap(self, key: str, data: bytes, version: str | None) -> str:
         """Compare-and-swap under an exclusive lock on a sidecar file (hidden from listings)."""
@@ -146,7 +158,9 @@ class FileStore:
         return hashlib.sha256(data).hexdigest()
 
     async def delete(self, key: str) -> None:
-        await to_thread.run_sync(lambda: self._path(key).unlink(missing_ok=True))
+        path = self._path(key)
+        with os_failures():
+            await to_thread.run_sync(lambda: path.unlink(missing_ok=True))
 
     async def close(self) -> None:
         pass

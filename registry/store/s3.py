@@ -1,8 +1,12 @@
 """The S3 store (aioboto3): AWS S3 or any S3-compatible endpoint, under an optional key prefix.
 
 ``s3://bucket[/prefix][?endpoint=URL&region=NAME&signing_endpoint=URL&connect_timeout=SECONDS
-&read_timeout=SECONDS&max_attempts=N&addressing=path|virtual]``. Credentials, and the endpoint when
-the URL names none, come from the standard AWS chain (environment, profiles, instance roles).
+&read_timeout=SECONDS&max_attempts=N&max_pool_connections=N&addressing=path|virtual]``.
+Credentials, and the endpoint when the URL names none, come from the standard AWS chain
+(environment, profiles, instance roles).
+
+Failures leave as the kinds of registry/store/errors.py, mapped from botocore's and aiohttp's
+exceptions by type (``_failures``); absence is ``NotFound``.
 
 One client per store, opened lazily inside the running event loop and closed by ``close()``.
 ``put_stream`` sends one ``PutObject`` for a stream that fits in a part and a multipart upload
@@ -19,17 +23,37 @@ import logging
 import math
 import os
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 from urllib.parse import parse_qsl, urlsplit
 
 import aioboto3
+import aiohttp
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from registry.errors import ConfigError
 from registry.store import CHUNK_SIZE, NotFound, PreconditionFailed, check_key
+from registry.store.errors import (
+    StoreAccessDenied,
+    StoreError,
+    StoreRejected,
+    StoreServerError,
+    StoreThrottled,
+    StoreTimeout,
+    StoreUnreachable,
+)
 
 logger = logging.getLogger("regfront.store")
 
@@ -38,6 +62,9 @@ Addressing = Literal["path", "virtual"]
 DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_READ_TIMEOUT = 10.0
 DEFAULT_MAX_ATTEMPTS = 3
+# botocore's default is 10: a burst of cold requests (20 nodes asking for a new image's layers)
+# then queues for a connection and times out in the queue, however healthy the bucket is.
+DEFAULT_MAX_POOL_CONNECTIONS = 64
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's floor for every part but the last
 MAX_PRESIGN_EXPIRY = 7 * 24 * 3600  # SigV4's ceiling
@@ -47,6 +74,11 @@ LIST_PAGE_SIZE = 1000  # ListObjectsV2's maximum; tests shrink it to see paginat
 # misconfiguration, not an absent key, and must surface as a store failure.
 _ABSENT = {"404", "NoSuchKey", "NotFound"}
 _CONDITION_LOST = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
+# S3 says "slow down" as 503 SlowDown; S3-compatible stores and other AWS front ends use these.
+_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+              "TooManyRequests", "RequestThrottled", "RequestThrottledException"}
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+           "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem"}
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DNS_BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")  # virtual-host safe, even over TLS
 _REGION = re.compile(r"[a-z0-9-]+")
@@ -68,6 +100,7 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], Callable[[Any], object], str]] =
     "read_timeout": (float, lambda s: math.isfinite(s) and s > 0,
                      "must be a positive number of seconds"),
     "max_attempts": (int, lambda n: n >= 1, "must be a whole number, at least 1"),
+    "max_pool_connections": (int, lambda n: n >= 1, "must be a whole number, at least 1"),
     "addressing": (str, lambda a: a in get_args(Addressing), "must be path or virtual"),
 }
 
@@ -84,6 +117,7 @@ class S3Settings:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    max_pool_connections: int = DEFAULT_MAX_POOL_CONNECTIONS
     addressing: Addressing | None = None
 
     def client_config(self, *, custom_endpoint: bool) -> Config:
@@ -104,6 +138,7 @@ class S3Settings:
             # total_max_attempts counts the first try, like AWS_MAX_ATTEMPTS; botocore's
             # "max_attempts" key would count retries only.
             retries={"mode": "standard", "total_max_attempts": self.max_attempts},
+            max_pool_connections=self.max_pool_connections,
             s3={"addressing_style": addressing},
             signature_version="s3v4",
             **checksums,
@@ -184,21 +219,23 @@ class S3Store:
         return await self._client(self.settings.endpoint)
 
     async def get(self, key: str) -> bytes:
-        body = await self._get_object(key)
-        try:
-            return cast(bytes, await body.read())
-        finally:
-            body.close()
+        with _failures():
+            body = await self._get_object(key)
+            try:
+                return cast(bytes, await body.read())
+            finally:
+                body.close()
 
     async def size(self, key: str) -> int:
-        s3 = await self._s3()
-        try:
-            head = await s3.head_object(Bucket=self.settings.bucket, Key=self._key(key))
-        except ClientError as e:
-            if _absent(e):
-                raise NotFound(key) from None
-            raise
-        return int(head["ContentLength"])
+        with _failures():
+            s3 = await self._s3()
+            try:
+                head = await s3.head_object(Bucket=self.settings.bucket, Key=self._key(key))
+            except ClientError as e:
+                if _absent(e):
+                    raise NotFound(key) from None
+                raise
+            return int(head["ContentLength"])
 
     async def read(self, key: str, start: int = 0,
                    length: int | None = None) -> AsyncIterator[bytes]:
@@ -208,12 +245,14 @@ class S3Store:
             await self.size(key)
             return _empty()
         end = "" if length is None else str(start + length - 1)
-        try:
-            body = await self._get_object(key, f"bytes={start}-{end}" if start or end else None)
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") != "InvalidRange":
-                raise
-            return _empty()  # the object exists but ends before ``start``: no bytes
+        with _failures():
+            try:
+                body = await self._get_object(
+                    key, f"bytes={start}-{end}" if start or end else None)
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") != "InvalidRange":
+                    raise
+                return _empty()  # the object exists but ends before ``start``: no bytes
         return _Chunks(body)
 
     async def _get_object(self, key: str, byte_range: str | None = None) -> Any:
@@ -229,22 +268,24 @@ class S3Store:
         return response["Body"]
 
     async def put(self, key: str, data: bytes) -> None:
-        s3 = await self._s3()
-        await s3.put_object(Bucket=self.settings.bucket, Key=self._key(key), Body=data)
+        with _failures():
+            s3 = await self._s3()
+            await s3.put_object(Bucket=self.settings.bucket, Key=self._key(key), Body=data)
 
     async def get_versioned(self, key: str) -> tuple[bytes, str]:
-        s3 = await self._s3()
-        try:
-            response = await s3.get_object(Bucket=self.settings.bucket, Key=self._key(key))
-        except ClientError as e:
-            if _absent(e):
-                raise NotFound(key) from None
-            raise
-        body = response["Body"]
-        try:
-            return cast(bytes, await body.read()), str(response["ETag"])
-        finally:
-            body.close()
+        with _failures():
+            s3 = await self._s3()
+            try:
+                response = await s3.get_object(Bucket=self.settings.bucket, Key=self._key(key))
+            except ClientError as e:
+                if _absent(e):
+                    raise NotFound(key) from None
+                raise
+            body = response["Body"]
+            try:
+                return cast(bytes, await body.read()), str(response["ETag"])
+            finally:
+                body.close()
 
     async def create(self, key: str, data: bytes) -> str:
         # S3 (and GCS's XML API, R2, MinIO) honour If-None-Match: * on PutObject.
@@ -254,20 +295,25 @@ class S3Store:
         return await self._put_conditional(key, data, IfMatch=version)
 
     async def _put_conditional(self, key: str, data: bytes, **condition: str) -> str:
-        s3 = await self._s3()
-        try:
-            response = await s3.put_object(Bucket=self.settings.bucket, Key=self._key(key),
-                                           Body=data, **condition)
-        except ClientError as e:
-            # 412 when the condition failed; 409 when a concurrent conditional write won; 404
-            # when If-Match names an object that is gone.
-            if e.response.get("Error", {}).get("Code") in _CONDITION_LOST or (
-                    "IfMatch" in condition and _absent(e)):
-                raise PreconditionFailed(key) from None
-            raise
-        return str(response["ETag"])
+        with _failures():
+            s3 = await self._s3()
+            try:
+                response = await s3.put_object(Bucket=self.settings.bucket, Key=self._key(key),
+                                               Body=data, **condition)
+            except ClientError as e:
+                # 412 when the condition failed; 409 when a concurrent conditional write won;
+                # 404 when If-Match names an object that is gone.
+                if e.response.get("Error", {}).get("Code") in _CONDITION_LOST or (
+                        "IfMatch" in condition and _absent(e)):
+                    raise PreconditionFailed(key) from None
+                raise
+            return str(response["ETag"])
 
     async def put_stream(self, key: str, chunks: AsyncIterable[bytes]) -> None:
+        with _failures():
+            await self._put_stream(key, chunks)
+
+    async def _put_stream(self, key: str, chunks: AsyncIterable[bytes]) -> None:
         full_key = self._key(key)
         stream = aiter(chunks)
         buffer = bytearray()
@@ -301,7 +347,7 @@ class S3Store:
             try:
                 await s3.abort_multipart_upload(Bucket=self.settings.bucket, Key=full_key,
                                                 UploadId=upload_id)
-            except Exception:
+            except (ClientError, BotoCoreError):
                 logger.warning("could not abort multipart upload %s of %s", upload_id,
                                full_key, exc_info=True)
             raise
@@ -317,21 +363,23 @@ class S3Store:
 
     async def children(self, prefix: str) -> list[str]:
         full_prefix = self._key(prefix)
-        s3 = await self._s3()
         names: set[str] = set()
-        pages = s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.settings.bucket, Prefix=full_prefix, Delimiter="/",
-            PaginationConfig={"PageSize": LIST_PAGE_SIZE})
-        async for page in pages:
-            names.update(p["Prefix"][len(full_prefix):].rstrip("/")
-                         for p in page.get("CommonPrefixes", ()))
-            names.update(o["Key"][len(full_prefix):] for o in page.get("Contents", ()))
+        with _failures():
+            s3 = await self._s3()
+            pages = s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.settings.bucket, Prefix=full_prefix, Delimiter="/",
+                PaginationConfig={"PageSize": LIST_PAGE_SIZE})
+            async for page in pages:
+                names.update(p["Prefix"][len(full_prefix):].rstrip("/")
+                             for p in page.get("CommonPrefixes", ()))
+                names.update(o["Key"][len(full_prefix):] for o in page.get("Contents", ()))
         names.discard("")  # an object named exactly ``prefix`` is not a child
         return sorted(names)
 
     async def delete(self, key: str) -> None:
-        s3 = await self._s3()
-        await s3.delete_object(Bucket=self.settings.bucket, Key=self._key(key))
+        with _failures():
+            s3 = await self._s3()
+            await s3.delete_object(Bucket=self.settings.bucket, Key=self._key(key))
 
     async def presign_get(self, key: str, expires_in: int) -> str:
         """A GET URL for ``key`` valid ``expires_in`` seconds, addressed at ``signing_endpoint``.
@@ -341,10 +389,11 @@ class S3Store:
         """
         if not 1 <= expires_in <= MAX_PRESIGN_EXPIRY:
             raise ValueError(f"expires_in {expires_in} is outside 1..{MAX_PRESIGN_EXPIRY}")
-        signer = await self._client(self.settings.signing_endpoint or self.settings.endpoint)
-        url = await signer.generate_presigned_url(
-            "get_object", Params={"Bucket": self.settings.bucket, "Key": self._key(key)},
-            ExpiresIn=expires_in)
+        with _failures():  # no request is sent, but credentials may have to be fetched
+            signer = await self._client(self.settings.signing_endpoint or self.settings.endpoint)
+            url = await signer.generate_presigned_url(
+                "get_object", Params={"Bucket": self.settings.bucket, "Key": self._key(key)},
+                ExpiresIn=expires_in)
         return str(url)
 
     async def close(self) -> None:
@@ -352,6 +401,39 @@ class S3Store:
             self._clients.clear()
             exits, self._exits = self._exits, contextlib.AsyncExitStack()
             await exits.aclose()
+
+
+@contextlib.contextmanager
+def _failures() -> Iterator[None]:
+    """botocore's and aiohttp's exceptions as the store failure kinds, by type; absence and
+    lost conditions are raised as ``NotFound``/``PreconditionFailed`` inside, before this."""
+    try:
+        yield
+    except ClientError as error:  # the store answered with an error status
+        raise _answered(error) from error
+    except (ConnectTimeoutError, ReadTimeoutError, TimeoutError) as error:
+        # Before the connection errors: botocore's connect timeout is one of them.
+        raise StoreTimeout(str(error)) from error
+    except (BotoConnectionError, HTTPClientError, aiohttp.ClientPayloadError,
+            aiohttp.ClientConnectionError) as error:
+        # Refused, reset, closed mid-body, name not resolved, TLS failed.
+        raise StoreUnreachable(str(error)) from error
+    except (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError) as error:
+        raise StoreAccessDenied(str(error)) from error
+
+
+def _answered(error: ClientError) -> StoreError:
+    # HEAD answers have no body: their code is the status as text ("403", "503").
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    text = str(error)[:200]
+    if code in _THROTTLED or status in (429, 503):
+        return StoreThrottled(text)
+    if code in _DENIED or status in (401, 403):
+        return StoreAccessDenied(text)
+    if status >= 500:
+        return StoreServerError(text)
+    return StoreRejected(text)  # NoSuchBucket, InvalidRequest, ...
 
 
 def _absent(error: ClientError) -> bool:
@@ -377,7 +459,8 @@ class _Chunks:
         if not self._open:
             raise StopAsyncIteration
         try:
-            chunk = cast(bytes, await self._body.read(CHUNK_SIZE))
+            with _failures():
+                chunk = cast(bytes, await self._body.read(CHUNK_SIZE))
         except BaseException:
             self.close()
             raise

@@ -17,11 +17,26 @@ import httpx
 import pytest
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
 
 from registry.errors import ConfigError
 from registry.store import NotFound, open_store, presigner
 from registry.store import s3 as s3_module
+from registry.store.errors import (
+    StoreAccessDenied,
+    StoreError,
+    StoreRejected,
+    StoreServerError,
+    StoreThrottled,
+    StoreTimeout,
+    StoreUnreachable,
+)
 from registry.store.memory import MemoryStore
 from registry.store.s3 import MIN_PART_SIZE, S3Settings, S3Store, parse_url
 from tests.conftest import MotoS3
@@ -63,11 +78,11 @@ def test_every_option() -> None:
     settings = parse_url(
         "s3://images/regfront/eu/?endpoint=http://minio:9000&region=eu-west-1"
         "&signing_endpoint=https://s3.example.com&connect_timeout=0.5&read_timeout=30"
-        "&max_attempts=5&addressing=virtual")
+        "&max_attempts=5&max_pool_connections=200&addressing=virtual")
     assert settings == S3Settings(
         bucket="images", prefix="regfront/eu", endpoint="http://minio:9000", region="eu-west-1",
         signing_endpoint="https://s3.example.com", connect_timeout=0.5, read_timeout=30.0,
-        max_attempts=5, addressing="virtual")
+        max_attempts=5, max_pool_connections=200, addressing="virtual")
 
 
 @pytest.mark.parametrize(("url", "why"), [
@@ -88,6 +103,7 @@ def test_every_option() -> None:
     ("s3://images?read_timeout=inf", "read_timeout must be a positive number"),
     ("s3://images?max_attempts=0", "max_attempts must be a whole number"),
     ("s3://images?max_attempts=2.5", "max_attempts must be a whole number"),
+    ("s3://images?max_pool_connections=0", "max_pool_connections must be a whole number"),
     ("s3://images?connect_timeout=", "connect_timeout must be a positive number"),
     ("s3://images?addressing=dns", "addressing must be path or virtual"),
     ("s3://images?colour=blue", "unknown option 'colour'"),
@@ -120,6 +136,7 @@ def test_client_config_is_bounded_and_plain_for_other_endpoints() -> None:
     other = settings.client_config(custom_endpoint=True)
     assert (other.connect_timeout, other.read_timeout) == (1.5, 7.0)
     assert other.retries == {"mode": "standard", "total_max_attempts": 4}
+    assert other.max_pool_connections == 64  # botocore's 10 queue a burst of cold requests
     assert other.s3 == {"addressing_style": "path"}
     assert other.signature_version == "s3v4"
     assert other.request_checksum_calculation == "when_required"
@@ -240,18 +257,52 @@ async def test_reads_dropped_unfinished_give_their_connections_back(
 async def test_a_missing_bucket_is_a_failure_not_an_absence(
         moto_s3: MotoS3, make_store: Callable[..., S3Store]) -> None:
     store = make_store(moto_s3.url("no-such-bucket-here"))
-    with pytest.raises(ClientError) as caught:
+    with pytest.raises(StoreRejected) as caught:
         await store.get("k")
-    assert caught.value.response["Error"]["Code"] == "NoSuchBucket"
+    assert isinstance(caught.value.__cause__, ClientError)
+    assert caught.value.__cause__.response["Error"]["Code"] == "NoSuchBucket"
 
 
 async def test_an_unreachable_endpoint_fails_fast(
         moto_s3: MotoS3, make_store: Callable[..., S3Store]) -> None:
     store = make_store("s3://b?endpoint=http://127.0.0.1:9&region=us-east-1&max_attempts=2")
     started = time.monotonic()
-    with pytest.raises(EndpointConnectionError):
+    with pytest.raises(StoreUnreachable) as caught:
         await store.size("k")
+    assert isinstance(caught.value.__cause__, EndpointConnectionError)
     assert time.monotonic() - started < 5
+
+
+def _client_error(status: int, code: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": "m"},
+                        "ResponseMetadata": {"HTTPStatusCode": status}}, "HeadObject")
+
+
+@pytest.mark.parametrize(("raised", "kind"), [
+    (_client_error(503, "SlowDown"), StoreThrottled),
+    (_client_error(503, "503"), StoreThrottled),  # a HEAD's answer has no body, no code
+    (_client_error(429, "TooManyRequests"), StoreThrottled),
+    (_client_error(500, "InternalError"), StoreServerError),
+    (_client_error(502, "502"), StoreServerError),
+    (_client_error(403, "403"), StoreAccessDenied),
+    (_client_error(400, "ExpiredToken"), StoreAccessDenied),
+    (_client_error(404, "NoSuchBucket"), StoreRejected),
+    (ReadTimeoutError(endpoint_url="http://s3"), StoreTimeout),
+    (ConnectTimeoutError(endpoint_url="http://s3"), StoreTimeout),  # before connection errors
+    (EndpointConnectionError(endpoint_url="http://s3"), StoreUnreachable),
+    (NoCredentialsError(), StoreAccessDenied),
+])
+def test_library_failures_map_to_their_kind_by_type(raised: Exception,
+                                                    kind: type[StoreError]) -> None:
+    with pytest.raises(StoreError) as caught, s3_module._failures():
+        raise raised
+    assert type(caught.value) is kind
+    assert caught.value.__cause__ is raised
+
+
+def test_anything_else_is_not_a_store_failure() -> None:
+    with pytest.raises(KeyError), s3_module._failures():
+        raise KeyError("a bug stays a bug")
 
 
 async def test_one_client_per_store_reopened_after_close(
