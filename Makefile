@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps deploy-deps checkov-venv bench-deps run test lint typecheck unit e2e bench bench-quick clean
+.PHONY: install system-deps checkov-venv bench-deps run test lint typecheck unit e2e bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,6 @@ install: $(STAMP)
 # containerd, skopeo, docker-registry (registry:2) and htpasswd (apache2-utils) for the tests.
 system-deps:
 	bash .ci/debian-packages.sh containerd skopeo docker-registry apache2-utils
-
-# The deploy checks (tests/deploy): busybox runs the node agent's script as the DaemonSet does;
-# terraform (fmt, console) comes with the machine image and the tests fail without it.
-deploy-deps:
-	bash .ci/debian-packages.sh busybox
 
 # checkov in a venv of its own (its dependencies clash with the dev extra's pins), inside .venv
 # so that `make clean` and .gitignore cover it. tests/deploy/test_checkov.py runs it.
@@ -64,7 +59,7 @@ unit: install
 e2e: install system-deps
 	$(BIN)/pytest tests/e2e
 
-test: install system-deps deploy-deps checkov-venv lint typecheck
+test: install system-deps checkov-venv lint typecheck
 	$(BIN)/pytest
 
 clean:

@@ -1,4 +1,4 @@
-"""The ``regfront`` command: ``serve``, ``sync``, ``import``, ``containerd-config``.
+"""The ``regfront`` command: ``serve``, ``sync``, ``import``, ``containerd-config``, ``node-agent``.
 
 Every flag has a ``REGFRONT_*`` environment twin. Configuration mistakes print one line naming
 the file, line and key (or the flag) and exit 1 before anything is served or written.
@@ -198,8 +198,8 @@ def import_(source: str, image: str, storage: str) -> None:
               envvar="REGFRONT_REGISTRY",
               help="Registry to mirror (docker.io, ghcr.io, _default); NAME=URL sets the "
                    "fallback server. Repeatable.")
-@click.option("--out", required=True, envvar="REGFRONT_OUT", type=click.Path(file_okay=False),
-              help="containerd's config_path, e.g. /etc/containerd/certs.d.")
+@click.option("--out", envvar="REGFRONT_OUT", type=click.Path(file_okay=False),
+              help="The hosts directory, e.g. /etc/containerd/certs.d (see --containerd-version).")
 @click.option("--dial-timeout", default="3s", envvar="REGFRONT_DIAL_TIMEOUT", show_default=True,
               help="How long containerd (>= 2.1) waits to connect before falling back.")
 @click.option("--skip-verify", is_flag=True, envvar="REGFRONT_SKIP_VERIFY",
@@ -214,11 +214,24 @@ def import_(source: str, image: str, storage: str) -> None:
 @click.option("--header-file", "header_files", multiple=True, envvar="REGFRONT_HEADER_FILE",
               help="NAME=FILE: the same, the value read from FILE (a bare token for "
                    "Authorization becomes 'Bearer TOKEN'). Repeatable.")
-def containerd_config(gateway: str, registries: tuple[str, ...], out: str, dial_timeout: str,
-                      skip_verify: bool, ca_file: str | None, client_cert: str | None,
-                      client_key: str | None, headers: tuple[str, ...],
-                      header_files: tuple[str, ...]) -> None:
-    """Write OUT/<registry>/hosts.toml so containerd pulls through the gateway."""
+@click.option("--containerd-version", envvar="REGFRONT_CONTAINERD_VERSION",
+              help="The node's containerd version (e.g. 2.1.9): with --containerd-config, "
+                   "write where this containerd's CRI (kubelet's) pulls read hosts files, and "
+                   "name the one setting needed if there is none. Replaces --out.")
+@click.option("--containerd-config", "containerd_file", envvar="REGFRONT_CONTAINERD_CONFIG",
+              type=click.Path(dir_okay=False), default="/etc/containerd/config.toml",
+              show_default=True, help="The node's containerd config (its imports are read).")
+def containerd_config(gateway: str, registries: tuple[str, ...], out: str | None,
+                      dial_timeout: str, skip_verify: bool, ca_file: str | None,
+                      client_cert: str | None, client_key: str | None, headers: tuple[str, ...],
+                      header_files: tuple[str, ...], containerd_version: str | None,
+                      containerd_file: str) -> None:
+    """Write <dir>/<registry>/hosts.toml so containerd pulls through the gateway.
+
+    With --containerd-version, <dir> is where that containerd's CRI pulls read them (its
+    config decides, see docs/containerd.md); otherwise --out.
+    """
+    from node.containerd import DEFAULT_HOSTS_DIR, load_settings, parse_version, plan
     from node.hosts import parse_headers, parse_registry, write_hosts_dir
 
     try:
@@ -226,9 +239,73 @@ def containerd_config(gateway: str, registries: tuple[str, ...], out: str, dial_
         if (client_cert is None) != (client_key is None):
             raise ConfigError("--client-cert and --client-key go together")
         client = (client_cert, client_key) if client_cert and client_key else None
-        for path in write_hosts_dir(Path(out), gateway, parsed, dial_timeout=dial_timeout,
-                                    skip_verify=skip_verify, ca_file=ca_file, client=client,
-                                    headers=parse_headers(headers, header_files)):
-            click.echo(str(path))
+        if containerd_version is not None:
+            decided = plan(parse_version(containerd_version), load_settings(containerd_file))
+            click.echo(f"# containerd {containerd_version}: {decided.why}", err=True)
+            if decided.change is not None:
+                click.echo(f"# add to {containerd_file}, then restart containerd:\n"
+                           f"{decided.change}", err=True)
+            dirs = list(decided.dirs) or (
+                [decided.config_path or DEFAULT_HOSTS_DIR] if out is None else [out])
+        elif out is not None:
+            dirs = [out]
+        else:
+            raise ConfigError("--out DIR or --containerd-version VERSION: where to write")
+        for directory in dirs:
+            for path in write_hosts_dir(Path(directory), gateway, parsed,
+                                        dial_timeout=dial_timeout, skip_verify=skip_verify,
+                                        ca_file=ca_file, client=client,
+                                        headers=parse_headers(headers, header_files)):
+                click.echo(str(path))
     except ConfigError as exc:
         _fail(str(exc))
+
+
+@main.command("node-agent")
+@click.option("--config-dir", envvar="REGFRONT_NODE_CONFIG_DIR",
+              default="/etc/regfront-node/config", show_default=True,
+              type=click.Path(file_okay=False),
+              help="The settings, one file per key (the mounted regfront-node-config ConfigMap).")
+@click.option("--secret-dir", envvar="REGFRONT_NODE_SECRET_DIR",
+              default="/etc/regfront-node/secret", show_default=True,
+              type=click.Path(file_okay=False), help="Holds `authorization`, if the gateway "
+              "wants a credential.")
+@click.option("--containerd-config", "containerd_file", envvar="REGFRONT_CONTAINERD_CONFIG",
+              default="/etc/containerd/config.toml", show_default=True,
+              type=click.Path(dir_okay=False), help="The node's containerd config.")
+@click.option("--containerd-socket", envvar="REGFRONT_CONTAINERD_SOCKET",
+              default="/run/containerd/containerd.sock", show_default=True,
+              help="containerd's socket: the agent asks its version and probes over the CRI.")
+@click.option("--node-name", envvar="NODE_NAME", default="", help="This node (metric label, "
+              "probe tag); the DaemonSet passes spec.nodeName.")
+@click.option("--listen", envvar="REGFRONT_NODE_LISTEN", default="0.0.0.0:9105",
+              show_default=True, help="HOST:PORT for /readyz and /metrics.")
+@click.option("--once", is_flag=True, envvar="REGFRONT_NODE_ONCE",
+              help="One round, print the status as JSON, exit 0 if the node is ready, else 1.")
+def node_agent(config_dir: str, secret_dir: str, containerd_file: str, containerd_socket: str,
+               node_name: str, listen: str, once: bool) -> None:
+    """Keep hosts.toml where this node's kubelet pulls read it, and prove they reach the gateway."""
+    import json
+
+    from node.agent import Agent, ContainerdCRI
+    from node.cri import CRIClient
+
+    client = CRIClient(containerd_socket)
+    agent = Agent(Path(config_dir), Path(secret_dir), Path(containerd_file),
+                  ContainerdCRI(client), node_name=node_name)
+    if once:
+        from node.service import status_json
+
+        status = agent.reconcile()
+        click.echo(json.dumps(status_json(status), indent=2))
+        sys.exit(0 if status.ready else 1)
+    import uvicorn
+
+    from node.service import create_app
+
+    try:
+        host, port = split_listen(listen)
+    except ConfigError as exc:
+        _fail(f"--listen: {exc}")
+    uvicorn.run(create_app(agent, node_name), host=host, port=port, access_log=False,
+                server_header=False, log_config=None, log_level="warning")
