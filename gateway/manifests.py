@@ -12,7 +12,18 @@ from gateway.http import header_value, repository, request_header, respond
 from gateway.probe import get_probe_manifest
 from gateway.resolve import Resolver
 from registry import probe
-from registry.names import parse_reference
+from registry.errors import ErrorCode, RegistryError
+from registry.names import Reference, parse_reference
+
+
+def manifest_reference(name: str, text: str) -> Reference:
+    """A tag or digest; anything else names no manifest: 404 MANIFEST_UNKNOWN, as registry:2
+    answers (its route does not match) and as clients expect of a GET or HEAD."""
+    try:
+        return parse_reference(text)
+    except RegistryError as error:
+        raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, {"name": name,
+                                                        "reference": text[:200]}) from error
 
 
 async def get_manifest(scope: Scope, send: Send, resolver: Resolver, path_name: str,
@@ -21,7 +32,7 @@ async def get_manifest(scope: Scope, send: Send, resolver: Resolver, path_name: 
         await get_probe_manifest(scope, send, reference)
         return
     name, ns = repository(scope, path_name)
-    manifest = await resolver.manifest(name, parse_reference(reference))
+    manifest = await resolver.manifest(name, manifest_reference(name, reference))
     headers = [
         (b"content-type", manifest.media_type.encode()),
         (b"docker-content-digest", manifest.digest_header),

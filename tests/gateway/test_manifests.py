@@ -80,10 +80,20 @@ async def test_a_digest_from_another_repository_is_unknown(client: httpx.AsyncCl
     assert ok.status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/v2/demo/manifests/.INVALID", "/v2/demo/manifests/sha256:123",
+                                  f"/v2/{DEMO}/manifests/-x"])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_a_reference_that_is_neither_tag_nor_digest_names_no_manifest(
+        client: httpx.AsyncClient, path: str, method: str) -> None:
+    response = await client.request(method, path)
+    assert response.status_code == 404
+    if method == "GET":
+        assert response.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+
+
 @pytest.mark.parametrize(("path", "code"), [
     ("/v2/Demo/manifests/single", "NAME_INVALID"),
-    ("/v2/demo/manifests/.bad", "TAG_INVALID"),
-    ("/v2/demo/manifests/sha256:123", "DIGEST_INVALID"),
+    ("/v2/demo/blobs/sha256:123", "DIGEST_INVALID"),
     ("/v2/demo/manifests/single?ns=bad host", "NAME_INVALID"),
 ])
 async def test_malformed_requests_are_400(client: httpx.AsyncClient, path: str,
