@@ -9,6 +9,8 @@ See docs/bucket-layout.md.
 from __future__ import annotations
 
 from registry.digest import Digest
+from registry.errors import RegistryError
+from registry.names import NAME_PATTERN, TAG_PATTERN, Reference
 
 DISTRIBUTION_ROOT = "docker/registry/v2"
 REGFRONT_ROOT = "regfront/v1"
@@ -77,7 +79,7 @@ def sync_lease(rule: str) -> str:
 
 
 def sync_state(rule: str) -> str:
-    """What the last runs of ``rule`` did: times, and the digest each mirrored tag had."""
+    """What the last run of ``rule`` did: when, how long, what it copied, what failed."""
     return f"{REGFRONT_ROOT}/sync/state/{rule}.json"
 
 
@@ -89,8 +91,28 @@ def misses_dir(name: str) -> str:
     return f"{MISSES_ROOT}{name}/"
 
 
-def miss(name: str, reference: str | Digest) -> str:
+def miss(name: str, reference: Reference) -> str:
     """One queued miss: ``_tags/<tag>`` or ``_digests/<alg>-<hex>`` under ``misses_dir``."""
     if isinstance(reference, Digest):
         return f"{misses_dir(name)}_digests/{reference.algorithm}-{reference.hex}"
     return f"{misses_dir(name)}_tags/{reference}"
+
+
+def parse_miss(key: str) -> tuple[str, Reference] | None:
+    """The (name, reference) a ``miss`` key queues; None for any other key (a directory on the
+    way down to one, or something that is no miss)."""
+    if not key.startswith(MISSES_ROOT):
+        return None
+    parts = key[len(MISSES_ROOT):].rsplit("/", 2)
+    if len(parts) != 3 or not NAME_PATTERN.match(parts[0]):
+        return None
+    name, kind, entry = parts
+    if kind == "_tags" and TAG_PATTERN.match(entry):
+        return name, entry
+    algorithm, dash, encoded = entry.partition("-")
+    if kind != "_digests" or not dash:
+        return None
+    try:
+        return name, Digest.parse(f"{algorithm}:{encoded}")
+    except RegistryError:
+        return None

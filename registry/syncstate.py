@@ -1,22 +1,16 @@
 """What sync knows between runs, kept in the bucket (no database): per rule, when it last ran
-and succeeded, and the digest and time of every tag it mirrored. Operators and the gateway's
-metrics read it; sync itself needs none of it to be correct (the bucket's links are the truth).
+and succeeded, how long it took and what it copied. Operators and the gateway's metrics read it;
+sync itself needs none of it to be correct (the bucket's links are the truth).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from registry import layout
 from registry.store import NotFound, ObjectStore
-
-
-@dataclass
-class TagState:
-    digest: str
-    synced_at: float
 
 
 @dataclass
@@ -28,16 +22,17 @@ class RuleState:
     # The last run's counts: images, blobs, blobs_present, bytes_downloaded, bytes_present,
     # failures (gateways export them as metrics).
     last_counts: dict[str, int] = field(default_factory=dict)
-    tags: dict[str, TagState] = field(default_factory=dict)  # "name:tag" -> state
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, indent=1).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> RuleState:
+        """Fields this version does not know are left out, so workers of different versions
+        share one state object: older ones wrote ``tags`` (every mirrored tag, never read)."""
         raw: dict[str, Any] = json.loads(data)
-        tags = {k: TagState(**v) for k, v in raw.pop("tags", {}).items()}
-        return cls(**raw, tags=tags)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 async def load_state(store: ObjectStore, rule: str) -> RuleState:

@@ -5,12 +5,14 @@ streams, so a mismatch is never committed), then child manifests, then the index
 repository links, and the tag last (``registry.writer``). A run killed anywhere leaves no tag
 pointing at missing content, and the next run skips everything already committed: a blob
 already in the bucket is never downloaded again, whichever repository or registry it came from.
+Every write into a repository (link, manifest, tag) and every download first asks the copy's
+guard, the rule's lease (sync/lease.py): a worker that lost it commits nothing more.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,9 +30,16 @@ from registry.store import NotFound, ObjectStore
 from registry.upstream.client import BlobStream, Upstream
 from sync.filters import select_children
 
+Guard = Callable[[str], None]
+"""Called with what is about to be committed; raises to stop the copy (``Lease.check``)."""
+
 
 class CopyError(Exception):
     """One image could not be copied; the run goes on with the others."""
+
+
+def unguarded(what: str) -> None:
+    """The guard of a copy that needs no lease: a dry run, which commits nothing."""
 
 
 @dataclass
@@ -58,7 +67,8 @@ class Copier:
 
     def __init__(self, store: ObjectStore, upstream: Upstream, *, blob_slots: asyncio.Semaphore,
                  platforms: list[str] | None = None, referrers: bool = False,
-                 dry_run: bool = False, progress: Progress | None = None) -> None:
+                 dry_run: bool = False, progress: Progress | None = None,
+                 guard: Guard = unguarded) -> None:
         self.store = store
         self.upstream = upstream
         self.blob_slots = blob_slots
@@ -66,6 +76,7 @@ class Copier:
         self.referrers = referrers
         self.dry_run = dry_run
         self.progress = progress or Progress()
+        self.guard = guard
         self.stats = CopyStats()
         self._blob_flights = SingleFlight()
         self._claimed: set[Digest] = set()
@@ -78,6 +89,7 @@ class Copier:
             return ref.digest
         await self.copy_manifest(repository, ref.digest, name)
         if not self.dry_run:
+            self.guard(f"tag {name}:{tag}")
             await writer.put_tag(self.store, name, tag, ref.digest)
         self.stats.images += 1
         return ref.digest
@@ -103,6 +115,7 @@ class Copier:
             for referrer in await self.upstream.referrers(repository, digest):
                 await self.copy_manifest(repository, Digest.parse(referrer["digest"]), name)
         if not self.dry_run:
+            self.guard(f"manifest {name}@{digest}")
             await writer.put_manifest(self.store, name, data)
         self.stats.manifests += 1
 
@@ -124,6 +137,7 @@ class Copier:
             self.stats.blobs_present += 1
             self.stats.bytes_present += size
         if not self.dry_run:
+            self.guard(f"blob link {name}@{digest}")
             await writer.link_blob(self.store, name, digest)
 
     async def _fetch(self, repository: str, digest: Digest, size: int) -> bool:
@@ -132,11 +146,13 @@ class Copier:
             return False
         if self.dry_run:
             return True
-        async with self.blob_slots, self.upstream.blob(repository, digest) as stream:
-            if stream.size is not None and size and stream.size != size:
-                raise CopyError(f"{repository}@{digest}: upstream sent {stream.size} bytes, "
-                                f"the manifest says {size}")
-            await writer.put_blob(self.store, digest, self._counted(stream, digest, size))
+        async with self.blob_slots:
+            self.guard(f"blob {digest}")  # a download that could not be linked is wasted
+            async with self.upstream.blob(repository, digest) as stream:
+                if stream.size is not None and size and stream.size != size:
+                    raise CopyError(f"{repository}@{digest}: upstream sent {stream.size} "
+                                    f"bytes, the manifest says {size}")
+                await writer.put_blob(self.store, digest, self._counted(stream, digest, size))
         return True
 
     async def _counted(self, stream: BlobStream, digest: Digest,

@@ -24,14 +24,14 @@ from registry.config import Config
 from registry.digest import Digest
 from registry.mediatypes import INDEX_TYPES, media_type_of, parse_manifest
 from registry.mirrorconfig import MirrorRule, covers
-from registry.names import canonical_registry
+from registry.names import Reference, canonical_registry
 from registry.store import ObjectStore, open_store
-from registry.syncstate import TagState, load_state, save_state
+from registry.syncstate import RuleState, load_state, save_state
 from registry.upstream.client import Upstream
 from registry.upstream.errors import UpstreamError, UpstreamNotFound
-from sync.copier import Copier, CopyStats, Progress, describe_error
+from sync.copier import Copier, CopyStats, Guard, Progress, describe_error, unguarded
 from sync.filters import select_tags
-from sync.lease import Lease, LeaseHeld, LeaseLost, holding
+from sync.lease import SYSTEM_CLOCKS, Clocks, Lease, LeaseHeld, LeaseLost, holding
 from sync.schedule import schedule_for
 
 logger = logging.getLogger("regfront.sync")
@@ -68,9 +68,11 @@ class Syncer:
 
     def __init__(self, config: Config, *, store: ObjectStore | None = None,
                  events: Events | None = None, dry_run: bool = False,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 clocks: Clocks = SYSTEM_CLOCKS) -> None:
         self.config = config
         self.transport = transport  # tests put a misbehaving upstream here
+        self.clocks = clocks  # the leases' time; tests pass a fake one
         self.store = store or open_store(config.primary.url)
         self.events = events or Events()
         self.dry_run = dry_run
@@ -113,7 +115,7 @@ class Syncer:
                 if schedule is None:
                     return
                 now = datetime.now(UTC)
-                await asyncio.sleep((schedule.next_after(now) - now).total_seconds())
+                await self.clocks.sleep((schedule.next_after(now) - now).total_seconds())
 
         async with asyncio.TaskGroup() as group:
             for rule in rules:
@@ -122,117 +124,73 @@ class Syncer:
     async def run_rule(self, rule: MirrorRule) -> RuleResult:
         started = time.monotonic()
         result = RuleResult(rule.name)
-        lease = Lease(self.store, rule.name, self.config.sync.lease_ttl)
+        lease = None if self.dry_run else Lease(self.store, rule.name,
+                                                self.config.sync.lease_ttl, clocks=self.clocks)
         try:
-            if self.dry_run:
-                result.stats = await self._mirror(rule, asyncio.Event())
+            run = self._run(rule, lease.check if lease else unguarded)
+            result.stats = run.copier.stats  # what was copied counts if the run stops midway
+            if lease is None:
+                await self._mirror(run)
             else:
-                async with holding(lease) as lost:
-                    result.stats = await self._mirror(rule, lost)
+                async with holding(lease):
+                    await self._mirror(run)
         except LeaseHeld as exc:
             result.skipped = str(exc)
         except Exception as exc:  # the rule as a whole (catalog, lease store): say why, go on
-            result.stats.failures.append(f"{rule.name}: {describe_error(exc)}")
+            lost = _lease_lost(exc)
+            result.stats.failures.append(str(lost) if lost else
+                                         f"{rule.name}: {describe_error(exc)}")
         result.seconds = time.monotonic() - started
         return result
 
-    async def _mirror(self, rule: MirrorRule, lost: asyncio.Event) -> CopyStats:
+    def _run(self, rule: MirrorRule, guard: Guard) -> RuleRun:
         upstream = self.upstream(rule.registry)
         copier = Copier(self.store, upstream, blob_slots=self.blob_slots,
                         platforms=rule.platforms, referrers=rule.referrers,
-                        dry_run=self.dry_run, progress=self.events.progress)
-        registry = canonical_registry(rule.registry)
+                        dry_run=self.dry_run, progress=self.events.progress, guard=guard)
+        return RuleRun(rule, upstream, copier, self.events)
+
+    async def _mirror(self, run: RuleRun) -> None:
+        """The rule's selected tags and digests, then what gateways queued, then its state."""
+        rule, guard = run.rule, run.copier.guard
         state = await load_state(self.store, rule.name)
         state.last_run = time.time()
-        images = asyncio.Semaphore(IMAGES_AT_ONCE)
-
-        async def one(repository: str, reference: str) -> bool:
-            """Copy one image; False if it failed for a reason a later run may not have."""
-            name = f"{registry}/{repository}"
-            image = f"{name}{'@' if ':' in reference else ':'}{reference}"
-            async with images:
-                if lost.is_set():
-                    raise LeaseLost(f"rule {rule.name!r}: lease lost, stopping")
-                try:
-                    if ":" in reference:
-                        digest = Digest.parse(reference)
-                        await copier.copy_manifest(repository, digest, name)
-                    else:
-                        digest = await copier.copy_tag(repository, reference, name)
-                        state.tags[f"{name}:{reference}"] = TagState(str(digest), time.time())
-                except LeaseLost:
-                    raise
-                except Exception as exc:  # this image only (groups from concurrent copies too)
-                    copier.stats.failures.append(f"{image}: {describe_error(exc)}")
-                    self.events.image_done(rule.name, image, None, describe_error(exc))
-                    return _leaf(exc, UpstreamNotFound)
-            self.events.image_done(rule.name, image, digest, None)
-            return True
-
         queued = await self._queued(rule)
-        for repository in await self._repositories(rule, upstream):
-            try:
-                tags = await upstream.list_tags(repository)
-                selected = await select_tags(tags, rule.tag_filter,
-                                             functools.partial(_created, upstream, repository))
-            except UpstreamError as exc:
-                copier.stats.failures.append(f"{registry}/{repository}: {describe_error(exc)}")
-                continue
-            missing = [t for t in rule.tag_filter.names if t not in tags]
-            for tag in missing:
-                copier.stats.failures.append(f"{registry}/{repository}:{tag}: no such tag")
-            references = [t for t in selected if t not in missing] + rule.digests
-            async with asyncio.TaskGroup() as group:
-                for reference in references:
-                    group.create_task(one(repository, reference))
-        # What gateways queued as misses (gateway/misses.py): tags through the rule's filters
-        # (all but latest N, which ranks the upstream's tags, not one pulled tag), digests as
-        # they are; a miss is cleared once handled, or found not to exist upstream.
-        lenient = rule.tag_filter.model_copy(update={"latest": None, "names": []})
+        await run.mirror_selected(await self._repositories(rule, run.upstream))
         for repository, references in queued.items():
-            tags = [r for r in references if ":" not in r]
-            wanted = set(await select_tags(tags, lenient, _no_time))
-            wanted |= {r for r in references if ":" in r}
-            async with asyncio.TaskGroup() as group:
-                done = {r: group.create_task(one(repository, r)) for r in sorted(wanted)}
-            for reference in references:
-                handled = reference not in done or done[reference].result()
-                if handled and not self.dry_run:  # filtered out, copied, or gone upstream
-                    ref = Digest.parse(reference) if ":" in reference else reference
-                    await self.store.delete(layout.miss(f"{registry}/{repository}", ref))
+            await run.mirror_queued(repository, references)
+            if not self.dry_run:
+                await self._clear_misses(run, repository, references)
         if not self.dry_run:
-            stats = copier.stats
-            if not stats.failures:
-                state.last_success = time.time()
-            state.last_error = stats.failures[0] if stats.failures else None
-            state.last_seconds = time.time() - state.last_run
-            state.last_counts = {
-                "images": stats.images, "blobs": stats.blobs,
-                "blobs_present": stats.blobs_present, "bytes_downloaded": stats.bytes_downloaded,
-                "bytes_present": stats.bytes_present, "failures": len(stats.failures)}
-            await save_state(self.store, rule.name, state)
-        return copier.stats
+            guard(f"the state of rule {rule.name}")
+            await save_state(self.store, rule.name, _after(state, run.copier.stats))
 
-    async def _queued(self, rule: MirrorRule) -> dict[str, list[str]]:
-        """Misses the gateways queued for this rule's repositories: repository -> references
-        (tags, and digests as ``sha256:<hex>``)."""
+    async def _queued(self, rule: MirrorRule) -> dict[str, list[Reference]]:
+        """Misses the gateways queued for this rule's repositories: repository -> references."""
         registry = canonical_registry(rule.registry)
-        found: dict[str, list[str]] = {}
+        found: dict[str, list[Reference]] = {}
 
         async def walk(prefix: str) -> None:
             for child in await self.store.children(prefix):
-                if child in ("_tags", "_digests"):
-                    repository = prefix[len(layout.misses_dir(registry)):].rstrip("/")
-                    if covers(rule, repository):
-                        entries = await self.store.children(f"{prefix}{child}/")
-                        found.setdefault(repository, []).extend(
-                            e.replace("-", ":", 1) if child == "_digests" else e
-                            for e in entries)
-                else:
+                parsed = layout.parse_miss(prefix + child)
+                if parsed is None:  # a directory on the way down
                     await walk(f"{prefix}{child}/")
+                    continue
+                repository = parsed[0].partition("/")[2]
+                if covers(rule, repository):
+                    found.setdefault(repository, []).append(parsed[1])
 
         await walk(layout.misses_dir(registry))
         return found
+
+    async def _clear_misses(self, run: RuleRun, repository: str,
+                            references: list[Reference]) -> None:
+        """A miss is cleared once handled: filtered out, copied, or gone upstream."""
+        name = run.name(repository)
+        for reference in references:
+            if run.handled.get((repository, reference), True):
+                run.copier.guard(f"clearing the miss {name} {reference}")
+                await self.store.delete(layout.miss(name, reference))
 
     async def _repositories(self, rule: MirrorRule, upstream: Upstream) -> list[str]:
         plain = [r for r in rule.repositories if not any(ch in r for ch in "*?[")]
@@ -245,6 +203,104 @@ class Syncer:
                                 "list the repositories instead")
         matched = {r for r in catalog for g in globs if fnmatch.fnmatchcase(r, g)}
         return plain + sorted(matched - set(plain))
+
+
+class RuleRun:
+    """One run of one rule: which images it copies, a few at a time, and how each ended."""
+
+    def __init__(self, rule: MirrorRule, upstream: Upstream, copier: Copier,
+                 events: Events) -> None:
+        self.rule = rule
+        self.upstream = upstream
+        self.copier = copier
+        self.events = events
+        self.registry = canonical_registry(rule.registry)
+        self.images = asyncio.Semaphore(IMAGES_AT_ONCE)
+        # (repository, reference) -> done, or failed for a reason a later run may not have
+        self.handled: dict[tuple[str, Reference], bool] = {}
+
+    def name(self, repository: str) -> str:
+        return f"{self.registry}/{repository}"
+
+    async def mirror_selected(self, repositories: list[str]) -> None:
+        """Each repository's tags through the rule's filters, and the rule's digests."""
+        digests: list[Reference] = [Digest.parse(d) for d in self.rule.digests]
+        for repository in repositories:
+            try:
+                tags = await self.upstream.list_tags(repository)
+                selected = await select_tags(tags, self.rule.tag_filter,
+                                             functools.partial(_created, self.upstream,
+                                                               repository))
+            except UpstreamError as exc:
+                self._failed(self.name(repository), exc)
+                continue
+            missing = [t for t in self.rule.tag_filter.names if t not in tags]
+            for tag in missing:
+                self.copier.stats.failures.append(f"{self.name(repository)}:{tag}: no such tag")
+            await self._copy(repository, [*(t for t in selected if t not in missing), *digests])
+
+    async def mirror_queued(self, repository: str, references: list[Reference]) -> None:
+        """Queued tags through the rule's filters (all but latest N, which ranks the upstream's
+        tags, not one pulled tag), queued digests as they are."""
+        lenient = self.rule.tag_filter.model_copy(update={"latest": None, "names": []})
+        tags = [r for r in references if isinstance(r, str)]
+        wanted: set[Reference] = set(await select_tags(tags, lenient, _no_time))
+        wanted |= {r for r in references if isinstance(r, Digest)}
+        await self._copy(repository, sorted(wanted, key=str))
+
+    async def _copy(self, repository: str, references: Sequence[Reference]) -> None:
+        async with asyncio.TaskGroup() as group:
+            for reference in references:
+                group.create_task(self._image(repository, reference))
+
+    async def _image(self, repository: str, reference: Reference) -> None:
+        """Copy one image; a failure is recorded and the run goes on, except a lost lease."""
+        name = self.name(repository)
+        image = f"{name}@{reference}" if isinstance(reference, Digest) else f"{name}:{reference}"
+        async with self.images:
+            self.copier.guard(f"image {image}")
+            try:
+                if isinstance(reference, Digest):
+                    await self.copier.copy_manifest(repository, reference, name)
+                    digest = reference
+                else:
+                    digest = await self.copier.copy_tag(repository, reference, name)
+            except Exception as exc:  # this image only (groups from concurrent copies too)
+                if lost := _lease_lost(exc):
+                    raise lost from None
+                self._failed(image, exc)
+                self.events.image_done(self.rule.name, image, None, describe_error(exc))
+                self.handled[(repository, reference)] = _leaf(exc, UpstreamNotFound)
+                return
+        self.handled[(repository, reference)] = True
+        self.events.image_done(self.rule.name, image, digest, None)
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.copier.stats.failures.append(f"{what}: {describe_error(exc)}")
+
+
+def _after(state: RuleState, stats: CopyStats) -> RuleState:
+    """``state`` with the run that started at ``state.last_run`` and did ``stats``."""
+    if not stats.failures:
+        state.last_success = time.time()
+    state.last_error = stats.failures[0] if stats.failures else None
+    state.last_seconds = time.time() - (state.last_run or time.time())
+    state.last_counts = {
+        "images": stats.images, "blobs": stats.blobs, "blobs_present": stats.blobs_present,
+        "bytes_downloaded": stats.bytes_downloaded, "bytes_present": stats.bytes_present,
+        "failures": len(stats.failures)}
+    return state
+
+
+def _lease_lost(exc: BaseException) -> LeaseLost | None:
+    """The ``LeaseLost`` in ``exc`` or anywhere in its groups: it stops the whole rule."""
+    if isinstance(exc, LeaseLost):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if found := _lease_lost(inner):
+                return found
+    return None
 
 
 def _leaf(exc: BaseException, kind: type[BaseException]) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from registry import layout
 from registry.digest import Digest
 
@@ -38,3 +40,33 @@ def test_regfront_keys_live_outside_distributions_tree() -> None:
     assert key == f"regfront/v1/repositories/team/app/_referrers/sha256/{HEX}/sha256-{'0' * 64}"
     assert not key.startswith(layout.DISTRIBUTION_ROOT)
     assert layout.referrers_tag(DIGEST) == f"sha256-{HEX}"
+
+
+def test_miss_keys_and_their_parse() -> None:
+    """What gateway/misses.py writes and the sync worker reads back, byte for byte."""
+    name = "docker.io/library/nginx"
+    tag_key = layout.miss(name, "1.27")
+    digest_key = layout.miss(name, DIGEST)
+    assert tag_key == "regfront/v1/misses/docker.io/library/nginx/_tags/1.27"
+    assert digest_key == f"regfront/v1/misses/docker.io/library/nginx/_digests/sha256-{HEX}"
+    assert layout.misses_dir(name) == "regfront/v1/misses/docker.io/library/nginx/"
+    assert layout.parse_miss(tag_key) == (name, "1.27")
+    assert layout.parse_miss(digest_key) == (name, DIGEST)
+    assert layout.parse_miss(layout.miss("reg.corp_5000/a", "v1")) == ("reg.corp_5000/a", "v1")
+
+
+@pytest.mark.parametrize("key", [
+    "regfront/v1/misses/docker.io",  # directories on the way down to a miss
+    "regfront/v1/misses/docker.io/library/nginx",
+    "regfront/v1/misses/docker.io/library/nginx/_tags",
+    "regfront/v1/misses/docker.io/library/nginx/_digests",
+    "regfront/v1/misses/_tags/1.0",  # no name
+    "regfront/v1/misses/docker.io/library/nginx/_tags/-bad",  # not a tag
+    "regfront/v1/misses/docker.io/library/nginx/_digests/sha256-abc",  # not a digest
+    f"regfront/v1/misses/docker.io/library/nginx/_digests/sha256:{HEX}",
+    f"regfront/v1/misses/docker.io/library/nginx/_other/sha256-{HEX}",
+    "regfront/v1/misses/Docker.io/x/_tags/1.0",  # not a repository name
+    f"{REPO}/_manifests/tags/1.27/current/link",  # not under the misses root
+])
+def test_parse_miss_refuses_every_other_key(key: str) -> None:
+    assert layout.parse_miss(key) is None
