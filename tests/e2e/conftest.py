@@ -32,6 +32,7 @@ from tests.e2e.harness import (
     started,
     unmount_below,
 )
+from tests.e2e.nodes import NodePool
 from tests.images import Layout, sample_layout
 
 # -- fixtures ----------------------------------------------------------------------------------
@@ -106,6 +107,17 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]
         unmount_below(tmp_path_factory.getbasetemp())
         if short is not None:
             shutil.rmtree(short, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodePool]:
+    """containerd 1.6, 2.1.9 and 2.2.7 with the CRI on, each in its own mount namespace, started
+    on demand by ``nodes.node(version, config)`` (tests/e2e/nodes.py); all stopped after."""
+    pool = NodePool(tmp_path_factory.mktemp("nodes"))
+    try:
+        yield pool
+    finally:
+        pool.close()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -448,7 +448,7 @@ def containerd_config(base: Path, address: Path) -> str:
     ])
 
 
-def _overlay_mount_works(directory: Path) -> str | None:
+def overlay_mount_works(directory: Path) -> str | None:
     """None if an overlay mount with two lower dirs works on ``directory``'s filesystem, else why.
 
     That is the mount containerd's overlayfs snapshotter makes to unpack a second layer. Its
@@ -488,7 +488,7 @@ def choose_snapshotter(plugins: str, root: Path) -> tuple[str, str]:
                    if line.split()[:2] == ["io.containerd.snapshotter.v1", "overlayfs"]), None)
     if status != "ok":
         return "native", f"the overlayfs snapshotter plugin is {status or 'absent'}"
-    problem = _overlay_mount_works(root)
+    problem = overlay_mount_works(root)
     if problem is not None:
         return "native", problem
     return "overlayfs", "overlayfs plugin loaded and an overlay mount works under its root"
