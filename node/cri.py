@@ -2,7 +2,7 @@
 
 kubelet never runs ``ctr``: it pulls through the CRI ``ImageService``, which from containerd 2.1
 goes through the transfer service and reads the registry ``config_path`` its own way (see
-docs/containerd.md). Proving that a pull goes through the gateway therefore means pulling the way
+node/containerd.py). Proving that a pull goes through the gateway therefore means pulling the way
 kubelet does, over gRPC. Four calls are enough, so their messages are encoded by hand
 (node/protowire.py) from k8s.io/cri-api/pkg/apis/runtime/v1/api.proto, with the field numbers
 given below; grpcio carries the bytes.

@@ -9,8 +9,9 @@ the host paths it would otherwise touch or read:
 
 - ``/run``: containerd 2.x creates ``/run/containerd`` whatever its ``state`` says;
 - ``/etc/containerd`` and ``/etc/docker``: 2.2 reads ``/etc/containerd/certs.d:/etc/docker/certs.d``
-  when ``config_path`` is unset, so a test writes hosts files there (through ``Node.view``, the
-  daemon's view of the filesystem under ``/proc/<pid>/root``) and the host's /etc never changes;
+  when ``config_path`` is unset, so a test writes hosts files there. The daemon sees its node
+  dir's ``etc-containerd`` and ``etc-docker`` there (``Node.view`` maps a path), and the host's
+  /etc never changes;
 - ``/etc/hosts``: ``registry-1.docker.io`` (docker.io's default host) is 127.0.0.1, where nothing
   listens on 443: a pull that ignores hosts.toml fails at once, naming that host, and never
   reaches Docker Hub whatever the machine's network.
@@ -67,6 +68,7 @@ STATIC_BUILDS: dict[Version, str] = {
 }
 DEFAULT_LIST = "/etc/containerd/certs.d:/etc/docker/certs.d"  # 2.2's config_path when unset
 UPSTREAM_HOST = "registry-1.docker.io"  # where containerd sends docker.io without hosts.toml
+_BASE_PREFIX = 23  # characters of "<version>-<config>" in a node's dir name
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ def _q(value: str | Path) -> str:
 def config_toml(version: Version, config: NodeConfig, base: Path, address: Path,
                 snapshotter: str) -> str:
     """containerd's config.toml for ``config``: version 2 for 1.6, version 3 for 2.x."""
-    dirs = [base / "certs.d", base / "docker-certs.d"][:config.hosts_dirs]
+    dirs = hosts_dirs(base)[:config.hosts_dirs]
     config_path = [f"  config_path = {_q(':'.join(map(str, dirs)))}"] if dirs else []
     discard = f"  discard_unpacked_layers = {_bool(config.discard_unpacked_layers)}"
     lines = [f"version = {2 if version == '1.6' else 3}",
@@ -129,13 +131,17 @@ def _bool(value: bool) -> str:
     return "true" if value else "false"
 
 
-# The daemon's private mounts, made by root in its new mount namespace before containerd starts.
+# Host paths each daemon sees as its own, and the entry of its node dir mounted over each.
+PRIVATE = {Path("/etc/containerd"): "etc-containerd", Path("/etc/docker"): "etc-docker",
+           Path("/etc/hosts"): "etc-hosts"}
+# Run by root in the daemon's new mount namespace, before containerd starts. Bind mounts of the
+# node's dir, not tmpfs: what a test or the agent writes there outlives a restart of the node.
 _NAMESPACE_SETUP = """set -eu
+node=$1; shift
 mount -t tmpfs -o mode=0755 regfront-node /run
-mount -t tmpfs -o mode=0755 regfront-node /etc/containerd
-if [ -d /etc/docker ]; then mount -t tmpfs -o mode=0755 regfront-node /etc/docker; fi
-mount --bind "$1" /etc/hosts
-shift
+mount --bind "$node/etc-containerd" /etc/containerd
+if [ -d /etc/docker ]; then mount --bind "$node/etc-docker" /etc/docker; fi
+mount --bind "$node/etc-hosts" /etc/hosts
 exec "$@"
 """
 
@@ -146,20 +152,19 @@ class Node:
 
     version: Version
     config: NodeConfig
-    base: Path  # everything of this node's on the host: config, root, state, logs, hosts dirs
-    address: Path
-    config_file: Path
+    base: Path  # everything of this node's on the host: config, root, state, log, its /etc
+    address: Path  # the CRI socket (and ctr's)
+    config_file: Path  # its config.toml, the same path inside its mount namespace and out
     snapshotter: str
     service: Service
     cri: CRIClient
-    private: tuple[Path, ...]  # host paths this daemon sees as its own (mount namespace)
+    private: tuple[Path, ...]  # the PRIVATE paths the host has, so the daemon has its own
 
     @property
     def config_path(self) -> str | None:
         """``config_path`` as this daemon's CRI uses it: 2.2's default list when unset."""
         if self.config.hosts_dirs:
-            return ":".join(str(d) for d in (self.base / "certs.d",
-                                             self.base / "docker-certs.d")[:self.config.hosts_dirs])
+            return ":".join(map(str, hosts_dirs(self.base)[:self.config.hosts_dirs]))
         return DEFAULT_LIST if self.version == "2.2.7" else None
 
     @property
@@ -176,20 +181,21 @@ class Node:
 
     def viewable(self, path: Path) -> bool:
         """Is ``path`` the node's own: under its dir or on one of its private mounts?"""
-        return path.is_relative_to(self.base) or any(path.is_relative_to(p)
-                                                     for p in self.private)
+        return path.is_relative_to(self.base) or any(map(path.is_relative_to, self.private))
 
     def view(self, path: Path) -> Path:
         """Where this process reads or writes ``path`` as the daemon sees it.
 
-        Only the node's own paths: anything else under /proc/PID/root is the host's, and a test
-        must never write to the host's /etc through it.
+        Only the node's own paths: anything else is the host's, and a test must never write to
+        the host's /etc thinking it is the node's.
         """
-        if not self.viewable(path):
-            pytest.fail(f"{path} is neither under {self.base} nor on one of the node's private "
-                        f"mounts {[str(p) for p in self.private]}", pytrace=False)
-        self.service.check_alive()
-        return Path(f"/proc/{self.service.process.pid}/root") / path.relative_to("/")
+        if path.is_relative_to(self.base):
+            return path
+        for host_path in self.private:
+            if path.is_relative_to(host_path):
+                return self.base / PRIVATE[host_path] / path.relative_to(host_path)
+        pytest.fail(f"{path} is neither under {self.base} nor on one of the node's private "
+                    f"mounts {[str(p) for p in self.private]}", pytrace=False)
 
     def clear_hosts(self) -> None:
         """Remove every hosts dir a test may have written (configured and literal)."""
@@ -208,28 +214,36 @@ class Node:
         return f"containerd {self.version} ({self.config})"
 
 
+def hosts_dirs(base: Path) -> list[Path]:
+    """A node's two hosts dirs, as a ':' list names them (EKS: certs.d, then Docker's)."""
+    return [base / "certs.d", base / "docker-certs.d"]
+
+
+def prepare_node(version: Version, config: NodeConfig, base: Path, snapshotter: str) -> None:
+    """Write a new node's config.toml, /etc/hosts and the dirs its private mounts show."""
+    for directory in ("etc-containerd", "etc-docker"):
+        (base / directory).mkdir(mode=0o755)
+    # Go reads /etc/hosts before DNS: docker.io's default host is one that refuses at once.
+    (base / "etc-hosts").write_text(f"{Path('/etc/hosts').read_text()}\n"
+                                    f"127.0.0.1 {UPSTREAM_HOST}\n")
+    (base / "config.toml").write_text(config_toml(version, config, base,
+                                                  base / "containerd.sock", snapshotter))
+
+
 @contextlib.contextmanager
 def running_node(binary: Path, version: Version, config: NodeConfig, base: Path,
                  snapshotter: str) -> Iterator[Node]:
-    """containerd ``binary`` configured as ``config`` under ``base``, until the block ends."""
+    """containerd ``binary`` on the node ``prepare_node`` wrote in ``base``, until the end."""
     if not Path("/etc/containerd").is_dir():
-        pytest.fail("no /etc/containerd to mount a private tmpfs over (Debian's containerd "
+        pytest.fail("no /etc/containerd to mount the node's own over (Debian's containerd "
                     "package creates it: run `make system-deps`); the suite never creates "
                     "directories in the host's /etc", pytrace=False)
-    short: Path | None = None
-    address = base / "containerd.sock"
-    if len(str(address)) > MAX_SOCKET_PATH:  # a deep basetemp: put the sockets somewhere short
-        short = Path(tempfile.mkdtemp(prefix="rf-node-"))
-        address = short / "containerd.sock"
-    config_file = base / "config.toml"
-    config_file.write_text(config_toml(version, config, base, address, snapshotter))
-    hosts = base / "etc-hosts"
-    hosts.write_text(Path("/etc/hosts").read_text() + f"\n127.0.0.1 {UPSTREAM_HOST}\n")
+    address, config_file = base / "containerd.sock", base / "config.toml"
+    assert len(str(address)) <= MAX_SOCKET_PATH, f"{address}: too long for a unix socket"
     argv = [require_tool("unshare"), "--mount", "--propagation", "private",
-            "sh", "-c", _NAMESPACE_SETUP, "node-setup", str(hosts),
+            "sh", "-c", _NAMESPACE_SETUP, "node-setup", str(base),
             str(binary), "--config", str(config_file)]
-    private = tuple(Path(p) for p in ("/run", "/etc/containerd", "/etc/docker", "/etc/hosts")
-                    if Path(p).exists())
+    private = tuple(path for path in PRIVATE if path.exists())
     cri = CRIClient(address, timeout=2.0)
 
     def ready() -> bool:
@@ -258,8 +272,6 @@ def running_node(binary: Path, version: Version, config: NodeConfig, base: Path,
             yield node
     finally:
         cri.close()
-        if short is not None:
-            shutil.rmtree(short, ignore_errors=True)
 
 
 def containerd_binary(version: Version, workdir: Path) -> Path:
@@ -285,30 +297,53 @@ class NodePool:
     """At most one running daemon per version; ``node()`` restarts it for another config."""
 
     def __init__(self, workdir: Path) -> None:
+        self._short: Path | None = None
+        # A node's socket is WORKDIR/<32-char dir>/containerd.sock.ttrpc: keep that in sun_path.
+        if len(str(workdir)) + len("/-12345678/containerd.sock") + _BASE_PREFIX > MAX_SOCKET_PATH:
+            workdir = self._short = Path(tempfile.mkdtemp(prefix="rf-nodes-"))
         self.workdir = workdir
         problem = overlay_mount_works(workdir)
         self.snapshotter = "overlayfs" if problem is None else "native"
         NOTES.append(f"CRI nodes' snapshotter: {self.snapshotter} ({problem or 'overlay works'})")
         self._binaries: dict[Version, Path] = {}
         self._running: dict[Version, tuple[Node, ExitStack]] = {}
-        self.starts = 0
+        self._restarted: set[Version] = set()  # its config.toml may no longer match its label
 
     def node(self, version: Version, config: NodeConfig) -> Node:
-        """A running ``version`` configured as ``config``, with no hosts files written yet."""
+        """A running ``version`` configured as ``config``, with no hosts files written yet.
+
+        The running daemon if it has that config (and was never restarted), else a new node (its
+        own dir, an empty image store) in place of the old one.
+        """
         current = self._running.get(version)
-        if current is not None and current[0].config == config:
+        if current is not None and current[0].config == config and version not in self._restarted:
             current[0].service.check_alive()
             current[0].clear_hosts()
             return current[0]
         self.stop(version)
+        prefix = f"{version}-{config}"[:_BASE_PREFIX] + "-"
+        base = Path(tempfile.mkdtemp(prefix=prefix, dir=self.workdir))
+        prepare_node(version, config, base, self.snapshotter)
+        self._restarted.discard(version)
+        return self._start(version, config, base)
+
+    def restart(self, node: Node) -> Node:
+        """Stop ``node`` and start it again as it is now (its config.toml, /etc, image store).
+
+        The old ``Node`` is dead: use the one returned. ``node()`` never hands this one out again.
+        """
+        assert self._running.get(node.version, (None,))[0] is node, f"{node} is not running"
+        self.stop(node.version)
+        self._restarted.add(node.version)
+        return self._start(node.version, node.config, node.base)
+
+    def _start(self, version: Version, config: NodeConfig, base: Path) -> Node:
         if version not in self._binaries:
             self._binaries[version] = containerd_binary(version, self.workdir)
-        base = Path(tempfile.mkdtemp(prefix=f"{version}-{config}-", dir=self.workdir))
         stack = ExitStack()
         node = stack.enter_context(running_node(self._binaries[version], version, config, base,
                                                 self.snapshotter))
         self._running[version] = (node, stack)
-        self.starts += 1
         return node
 
     def stop(self, version: Version) -> None:
@@ -319,6 +354,8 @@ class NodePool:
     def close(self) -> None:
         for version in list(self._running):
             self.stop(version)
+        if self._short is not None:
+            shutil.rmtree(self._short, ignore_errors=True)
 
 
 # -- pulling as kubelet does -------------------------------------------------------------------

@@ -24,6 +24,7 @@ from tests.e2e.nodes import (
     LIST_LOCAL_PULL,
     ONE_DIR,
     UNSET,
+    UPSTREAM_HOST,
     Node,
     NodeConfig,
     NodePool,
@@ -106,6 +107,20 @@ def test_ctr_hosts_dir_is_no_proof_of_kubelets_path(nodes: NodePool, gateway: Ga
         ctr.remove_all_images()
 
 
+def test_use_local_image_pull_and_a_restart_make_the_first_dir_count(
+        nodes: NodePool, gateway: Gateway, upstream: str) -> None:
+    """The other fix: the same file, ignored until the setting is on and containerd restarted."""
+    node = nodes.node("2.2.7", LIST)
+    write_hosts(node, node.hosts_dirs[0], gateway.url, upstream)
+    check(IGNORED, node, gateway)
+    text = node.config_file.read_text()
+    assert text.count("use_local_image_pull = false") == 1, text
+    node.config_file.write_text(text.replace("use_local_image_pull = false",
+                                             "use_local_image_pull = true"))
+    check(IGNORED, node, gateway)  # containerd reads its config at start only
+    check(GATEWAY, nodes.restart(node), gateway)
+
+
 # The directory literally named by the list string (a directory whose name contains ':'), which
 # the 2.1+ transfer service reads; 1.6 splits the list and never looks there.
 LITERAL: list[tuple[Version, NodeConfig, str]] = [
@@ -128,12 +143,15 @@ def test_kubelet_pull_with_hosts_in_literal_dir(nodes: NodePool, gateway: Gatewa
 
 def test_hosts_written_into_nodes_etc_stay_off_the_hosts_etc(nodes: NodePool, gateway: Gateway,
                                                              upstream: str) -> None:
-    """The private mount works: a file the node sees in /etc/containerd is not on the host."""
+    """The private mounts work: the daemon sees the file in /etc/containerd, the host does not."""
     host_file = DOCS_HOSTS_DIR / "docker.io" / "hosts.toml"
     before = host_file.read_bytes() if host_file.exists() else None
     node = nodes.node("2.2.7", UNSET)
     written = write_hosts(node, DOCS_HOSTS_DIR, gateway.url, upstream)
     assert gateway.url in written.read_text()
+    as_the_daemon_sees_it = Path(f"/proc/{node.service.process.pid}/root") / "etc"
+    assert (as_the_daemon_sees_it / host_file.relative_to("/etc")).read_text() == (
+        written.read_text())
     assert (host_file.read_bytes() if host_file.exists() else None) == before
-    # ...and the node's hosts resolve docker.io's default host to where nothing listens.
-    assert "registry-1.docker.io" in node.view(Path("/etc/hosts")).read_text()
+    # ...and its /etc/hosts sends docker.io's default host where nothing listens.
+    assert f"127.0.0.1 {UPSTREAM_HOST}" in (as_the_daemon_sees_it / "hosts").read_text()
