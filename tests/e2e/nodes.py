@@ -97,7 +97,13 @@ def _q(value: str | Path) -> str:
 
 def config_toml(version: Version, config: NodeConfig, base: Path, address: Path,
                 snapshotter: str) -> str:
-    """containerd's config.toml for ``config``: version 2 for 1.6, version 3 for 2.x."""
+    """containerd's config.toml for ``config``: version 2 for 1.6, version 3 for 2.x.
+
+    Serving the ImageService needs no runc, CNI plugin or sandbox image: only every path the
+    CRI would create kept in the node (its CNI conf dir is created to be watched), and on 2.x
+    NRI off (its socket is /var/run/nri) and CDI off.
+    """
+    assert not (version == "1.6" and config.use_local_image_pull), "1.6 has no such setting"
     dirs = hosts_dirs(base)[:config.hosts_dirs]
     config_path = [f"  config_path = {_q(':'.join(map(str, dirs)))}"] if dirs else []
     discard = f"  discard_unpacked_layers = {_bool(config.discard_unpacked_layers)}"
@@ -354,6 +360,9 @@ class NodePool:
     def close(self) -> None:
         for version in list(self._running):
             self.stop(version)
+        for version, binary in self._binaries.items():
+            if version in STATIC_BUILDS:  # 60 MB each, unpacked again by the next session
+                binary.unlink(missing_ok=True)
         if self._short is not None:
             shutil.rmtree(self._short, ignore_errors=True)
 
