@@ -169,8 +169,13 @@ def plan(version: tuple[int, int], settings: ImageSettings) -> Plan:
     local_reason = _local_pull_reason(settings) if version >= (2, 1) else "before 2.1"
     pull_path: PullPath = "local" if local_reason is not None else "transfer"
     if not config_path:
-        return Plan(version, pull_path, "", (), "config_path is not set: the CRI reads no "
-                    "hosts files", change=required_setting(settings.config_version))
+        why = "config_path is not set: the CRI reads no hosts files"
+        if settings.mirrors:
+            why += (" (it uses the deprecated registry.mirrors/configs, which containerd refuses "
+                    "beside config_path: move them into hosts files, or on Bottlerocket use "
+                    "settings.container-registry.mirrors)")
+        return Plan(version, pull_path, "", (), why,
+                    change=required_setting(settings.config_version))
     if pull_path == "local":
         dirs = tuple(d for d in config_path.split(":") if d)
         return Plan(version, pull_path, config_path, dirs[:1],
