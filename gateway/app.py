@@ -1,4 +1,9 @@
-"""``create_app(config)``: the gateway's ASGI app, its stores, and error handling."""
+"""``create_app(config)``: the gateway's ASGI app, its stores, and error handling.
+
+Every failure is answered through ``gateway.http.answer`` (store failures: a 503 naming the
+kind; bugs: a 500, their traceback logged once here) and every answer that sends containerd to
+the upstream is counted by ``Fallbacks``.
+"""
 
 from __future__ import annotations
 
@@ -19,50 +24,57 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import Auth
+from gateway.fallbacks import Fallbacks
 from gateway.freshness import Freshness
-from gateway.http import API_VERSION_HEADER, render_error, repository, send_error
+from gateway.http import (
+    API_VERSION_HEADER,
+    INTERNAL_ERROR,
+    answer,
+    render_error,
+    repository,
+    send_error,
+)
 from gateway.metrics import GatewayMetrics, start_otlp_metrics
 from gateway.misses import MissQueue
 from gateway.pullthrough import PullThrough
 from gateway.resolve import Resolver
 from gateway.routes import HOT_PATH, hot_routes, routes
+from gateway.stores import StorePolicy, StoreSet
 from gateway.syncwatch import SyncWatch
 from gateway.tracing import Tracing
 from registry import layout
 from registry.config import Config
 from registry.errors import ErrorCode, RegistryError
-from registry.store import ObjectStore, open_store
+from registry.mirrorconfig import MirrorIndex
+from registry.store import NotFound, ObjectStore, open_store
+from registry.store.errors import StoreError
 
 logger = logging.getLogger("regfront.gateway")
 access_log = logging.getLogger("regfront.access")
 
 _HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.UNSUPPORTED}
-STORE_UNAVAILABLE = RegistryError(ErrorCode.UNAVAILABLE, {"reason": "storage unavailable"})
 
 
-def _response(error: RegistryError) -> Response:
+def _response(request: Request, error: RegistryError) -> Response:
+    fallbacks: Fallbacks = request.app.state.fallbacks
+    fallbacks.answered(request.scope, error)
     status, headers, body = render_error(error)
     response = Response(body, status_code=status)
     response.raw_headers = headers
     return response
 
 
-async def _registry_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RegistryError)
-    return _response(exc)
+async def _failure(request: Request, exc: Exception) -> Response:
+    """A ``RegistryError``, a store failure, or (Starlette re-raises it after this answer, and
+    ``Gateway`` logs it once) a bug."""
+    return _response(request, answer(exc))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, ErrorCode.NOT_FOUND)
     headers = {"Allow": "GET, HEAD"} if code is ErrorCode.UNSUPPORTED else None
-    return _response(RegistryError(code, headers=headers))
-
-
-async def _store_error(request: Request, exc: Exception) -> Response:
-    # A failing store must cost a fast 503 (containerd then tries its next host), not a hang.
-    logger.warning("store failure on %s %s: %r", request.method, request.url.path, exc)
-    return _response(STORE_UNAVAILABLE)
+    return _response(request, RegistryError(code, headers=headers))
 
 
 class Gateway:
@@ -72,10 +84,12 @@ class Gateway:
     repository is checked here, before any handler runs (gateway/auth.py).
     """
 
-    def __init__(self, resolver: Resolver, framework: ASGIApp, auth: Auth | None = None,
-                 tracing: Tracing | None = None, access_log_sample: float = 0.0) -> None:
+    def __init__(self, resolver: Resolver, framework: ASGIApp, fallbacks: Fallbacks,
+                 auth: Auth | None = None, tracing: Tracing | None = None,
+                 access_log_sample: float = 0.0) -> None:
         self.resolver = resolver
         self.framework = framework
+        self.fallbacks = fallbacks
         self.auth = auth
         self.tracing = tracing  # None unless spans go somewhere: then no span work at all
         self.metrics = resolver.metrics
@@ -129,7 +143,14 @@ class Gateway:
                 message["headers"] = [*message.get("headers", ()), API_VERSION_HEADER]
             await observed(message)
 
-        await self.framework(scope, receive, stamped)
+        try:
+            await self.framework(scope, receive, stamped)
+        except Exception:
+            # Starlette answered it (a 500, through _failure) and re-raises it for the server to
+            # log: logged here instead, once, with its traceback.
+            logger.exception("bug answering %s %s", scope["method"], scope["path"][:200])
+            if not status:
+                raise
         return status
 
     async def _hot(self, scope: Scope, send: Send, kind: str, name: str, reference: str) -> int:
@@ -146,19 +167,22 @@ class Gateway:
             if self.auth is not None:  # the repository as stored (ns applied) is what's checked
                 await self.auth.check(scope, repository(scope, name)[0])
             await hot_routes[kind](scope, tracked, self.resolver, name, reference)
-        except RegistryError as error:
-            if status:
-                raise
-            await send_error(tracked, error, scope["method"])
         except Exception as exc:
             if status:
                 raise  # mid-body: only closing the connection tells the client
-            logger.warning("store failure on %s %s: %r", scope["method"], scope["path"], exc)
-            await send_error(tracked, STORE_UNAVAILABLE, scope["method"])
+            error = answer(exc)
+            if error is INTERNAL_ERROR:
+                logger.error("bug answering %s %s", scope["method"], scope["path"][:200],
+                             exc_info=exc)
+            await send_error(tracked, error, scope["method"])
+            # A 404's repository, for the fallback count (its name parsed before it was raised).
+            stored = repository(scope, name)[0] if error.status == 404 else None
+            self.fallbacks.answered(scope, error, stored)
         return status
 
 
-_STATUS = {code: str(code) for code in (200, 206, 304, 307, 400, 401, 403, 404, 405, 416, 503)}
+_STATUS = {code: str(code)
+           for code in (200, 206, 304, 307, 400, 401, 403, 404, 405, 416, 500, 503)}
 
 
 async def warm_up(resolver: Resolver) -> None:
@@ -166,8 +190,9 @@ async def warm_up(resolver: Resolver) -> None:
     client (an S3 client loads botocore's service model: ~150 ms on a new worker)."""
     await to_thread.run_sync(lambda: None)
     for entry in resolver.stores.entries:
-        with contextlib.suppress(Exception):
-            await resolver.stores.attempt(entry, lambda s: s.size(layout.WARM_UP), "warm_up")
+        with contextlib.suppress(NotFound, StoreError):  # counted in the store's health
+            await resolver.stores.first(lambda s: s.size(layout.WARM_UP), layout.WARM_UP,
+                                        operation="warm_up", only=entry, retry=False)
 
 
 def _route(path: str) -> str:
@@ -189,12 +214,18 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None, *,
     if stores is None:
         stores = [open_store(s.url) for s in config.storage]
     metrics = GatewayMetrics()
-    misses = MissQueue(config, stores[-1], metrics) if config.mirror else None
+    mirrors = MirrorIndex.of(config.upstreams, config.mirror)
+    # The one way to the stores: reads, miss records, pull-through commits, sync state.
+    store_set = StoreSet(stores, StorePolicy.of(config.gateway), metrics=metrics)
+    primary = store_set.guarded(store_set.primary)
+    # Miss records and sync state are repeated by the next miss, the next minute: one attempt.
+    once = store_set.guarded(store_set.primary, retry=False)
+    misses = MissQueue(mirrors, once, metrics) if config.mirror else None
     checks = Freshness(config, misses, metrics=metrics)
     freshness = checks if checks.rules else None  # nothing to check: nothing on the hot path
-    pull_through = (PullThrough(config, stores[-1], metrics=metrics) if any(
+    pull_through = (PullThrough(config, mirrors, primary, metrics=metrics) if any(
         u.on_miss == "pull-through" for u in config.upstreams.values()) else None)
-    resolver = Resolver(stores, config.gateway, misses, freshness, pull_through, metrics)
+    resolver = Resolver(store_set, config.gateway, metrics, misses, freshness, pull_through)
     auth = Auth(config) if config.auth is not None else None  # reads its files: ConfigError
     telemetry = config.telemetry
     tracing = (Tracing(service_name=telemetry.service_name, ratio=telemetry.trace_sample_ratio,
@@ -202,8 +233,9 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None, *,
                if telemetry.otlp_endpoint or span_exporter is not None else None)
     if freshness is not None:
         metrics.watch_breakers(freshness)
-    sync_watch = (SyncWatch(stores[-1], [rule.name for rule in config.mirror], metrics)
+    sync_watch = (SyncWatch(once, [rule.name for rule in config.mirror], metrics)
                   if config.mirror else None)
+    fallbacks = Fallbacks(metrics, mirrors)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -225,12 +257,14 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None, *,
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
-            RegistryError: _registry_error,
+            RegistryError: _failure,
+            StoreError: _failure,
             HTTPException: _http_error,
-            Exception: _store_error,
+            Exception: _failure,  # a bug: Starlette answers, then re-raises it (see Gateway)
         },
     )
     framework.state.resolver = resolver
     framework.state.tokens = auth.tokens if auth is not None else None
     framework.state.metrics = metrics
-    return Gateway(resolver, framework, auth, tracing, telemetry.access_log_sample)
+    framework.state.fallbacks = fallbacks
+    return Gateway(resolver, framework, fallbacks, auth, tracing, telemetry.access_log_sample)

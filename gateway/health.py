@@ -14,7 +14,9 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """200 while at least one store is healthy (load balancers route by it), else 503."""
+    """503 only when every store is down for hard failures (refused, unreachable, 5xx, denied):
+    load balancers route by it, and every gateway shares the stores, so a slow or throttling
+    store must not empty the pool - reads wait for it (gateway/stores.py)."""
     stores = resolver(request).stores
     ready = stores.ready
     return JSONResponse({"status": "ok" if ready else "unavailable",

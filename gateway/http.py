@@ -3,6 +3,10 @@
 Manifest and blob requests are most of what a fleet sends; they skip the framework's routing,
 request and response objects (measured: the framework costs about two thirds of a warm
 manifest request). Everything else goes through Starlette.
+
+``answer`` is the one place a failure becomes an HTTP answer: a ``RegistryError`` is its own,
+every store failure a 503 naming its reason (docs/operations.md, "Failure modes"), and
+anything else - a bug - a 500.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from starlette.types import Scope, Send
 
 from registry.errors import ErrorCode, RegistryError
 from registry.names import repository_name
+from registry.store.errors import StoreError
 
 Headers = list[tuple[bytes, bytes]]
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -57,6 +62,21 @@ async def respond(send: Send, status: int, headers: Headers, body: bytes = b"") 
     headers.append(API_VERSION_HEADER)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+INTERNAL_ERROR = RegistryError(ErrorCode.UNKNOWN, {"reason": "internal_error"})
+
+
+def answer(failure: Exception) -> RegistryError:
+    """The answer to any failure: its own for a ``RegistryError``, a 503 naming the kind for a
+    store failure, ``INTERNAL_ERROR`` (500) for anything else - the caller logs that one."""
+    if isinstance(failure, RegistryError):
+        return failure
+    if isinstance(failure, StoreError):
+        # Every kind is a 503 (containerd moves on after any 5xx); by now the stores have been
+        # asked until gateway.store_deadline, or the failure is one no retry mends.
+        return RegistryError(ErrorCode.UNAVAILABLE, {"reason": failure.reason})
+    return INTERNAL_ERROR
 
 
 def render_error(error: RegistryError) -> tuple[int, Headers, bytes]:

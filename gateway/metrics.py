@@ -29,8 +29,9 @@ class GatewayMetrics:
             "cache_lookups", "In-memory cache lookups by cache and result (hit, miss)",
             ("cache", "result"))
         self.store_calls = m.counter(
-            "store_calls", "Store calls by store, operation and outcome (ok, not_found, error)",
-            ("store", "operation", "outcome"))
+            "store_calls", "Store call attempts by store, operation and outcome (ok, not_found, "
+            "timeout, throttled, server_error, unreachable, access_denied, rejected, cancelled, "
+            "bug)", ("store", "operation", "outcome"))
         self.store_duration = m.histogram(
             "store_call_duration_seconds", "Store call latency by store", ("store",))
         self.upstream = m.counter(
@@ -38,6 +39,9 @@ class GatewayMetrics:
             "check_failed, manifest_pulled, blob_pulled, pull_failed)", ("registry", "event"))
         self.misses = m.counter(
             "misses_queued", "Misses queued for the sync worker, by registry", ("registry",))
+        self.fallbacks = m.counter(
+            "fallbacks", "Answers that send containerd to its next host (the upstream), by "
+            "reason: a 5xx, or a 404 in a repository a mirror rule covers", ("reason",))
 
     def watch_stores(self, stores: StoreSet) -> None:
         def healthy() -> Iterable[tuple[dict[str, str], float]]:
@@ -45,7 +49,8 @@ class GatewayMetrics:
                 yield {"store": entry.label}, 1.0 if entry.healthy else 0.0
 
         self.registry.gauge("store_healthy", "1 while the store answers, 0 while it is "
-                            "skipped after failures", ("store",), healthy)
+                            "marked down (asked only when no other store answers)", ("store",),
+                            healthy)
 
     def watch_breakers(self, freshness: Freshness) -> None:
         def open_breakers() -> Iterable[tuple[dict[str, str], float]]:

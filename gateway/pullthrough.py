@@ -10,6 +10,10 @@ feeds them all and the gateway's memory stays flat. A client that disconnects do
 the fill; a fill whose bytes do not match is never committed, and the clients reading it are cut
 off (closing the connection is the only way to tell them mid-body). An upstream 429 or 408 is
 never passed on (containerd would retry the same host): it becomes a 503, a missing image a 404.
+
+The upstream is waited for at most its ``timeout`` (upstreams.<r>.timeout) for a manifest, and
+for a blob's first answer; after that a stalled stream fails on httpx's read timeout (the same
+setting). The primary store is written and read through the ``StoreSet`` (a ``guarded`` store).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from registry.config import Config
 from registry.digest import Digest
 from registry.errors import ErrorCode, RegistryError
 from registry.mediatypes import media_type_of, parse_manifest
-from registry.mirrorconfig import covers
+from registry.mirrorconfig import MirrorIndex
 from registry.names import canonical_registry
 from registry.store import CHUNK_SIZE, ObjectStore, file_chunks
 from registry.upstream.client import Upstream
@@ -98,17 +102,16 @@ class Fill:
 
 
 class PullThrough:
-    def __init__(self, config: Config, primary: ObjectStore, *, spool_dir: str | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 metrics: GatewayMetrics | None = None) -> None:
+    def __init__(self, config: Config, mirrors: MirrorIndex, primary: ObjectStore, *,
+                 metrics: GatewayMetrics, spool_dir: str | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.mirrors = mirrors
         self.primary = primary
-        self.metrics = metrics or GatewayMetrics()
+        self.metrics = metrics
         self.spool_dir = spool_dir or tempfile.gettempdir()
         self.transport = transport  # tests: a corrupting upstream
         self.upstreams = {canonical_registry(r): (r, u) for r, u in config.upstreams.items()
                           if u.on_miss == "pull-through"}
-        self.rules = {canonical_registry(r): [m for m in config.mirror if m.registry == r]
-                      for r in config.upstreams}
         self._clients: dict[str, Upstream] = {}
         self._manifests: dict[tuple[str, str], asyncio.Task[tuple[Digest, bytes]]] = {}
         self.fills: dict[Digest, Fill] = {}
@@ -117,9 +120,7 @@ class PullThrough:
     def covers(self, name: str) -> bool:
         """Pulled through: a pull-through upstream, and a repository some rule covers (else
         any client could make the fleet mirror anything)."""
-        registry, _, repository = name.partition("/")
-        return registry in self.upstreams and any(
-            covers(rule, repository) for rule in self.rules.get(registry, ()))
+        return name.partition("/")[0] in self.upstreams and self.mirrors.covers(name)
 
     def _client(self, registry: str) -> Upstream:
         if registry not in self._clients:
@@ -140,14 +141,18 @@ class PullThrough:
         digest, data = await asyncio.shield(task)
         return digest, media_type_of(parse_manifest(data)), data
 
+    def _timeout(self, registry: str) -> float:
+        return self.upstreams[registry][1].timeout
+
     async def _fetch_manifest(self, name: str, reference: str | Digest) -> tuple[Digest, bytes]:
         registry, _, repository = name.partition("/")
         try:
             with child_span("upstream get_manifest", registry=registry):
-                ref, data = await self._client(registry).get_manifest(repository, reference)
+                async with asyncio.timeout(self._timeout(registry)):
+                    ref, data = await self._client(registry).get_manifest(repository, reference)
         except UpstreamNotFound:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, {"name": name}) from None
-        except UpstreamError as exc:
+        except (UpstreamError, TimeoutError) as exc:
             self.metrics.upstream[(registry, "pull_failed")] += 1
             raise _unavailable(exc) from None
         self.metrics.upstream[(registry, "manifest_pulled")] += 1
@@ -173,14 +178,18 @@ class PullThrough:
             error = fill.error
             if isinstance(error, UpstreamNotFound):
                 raise RegistryError(ErrorCode.BLOB_UNKNOWN, {"digest": str(digest)})
-            raise _unavailable(error)
+            if isinstance(error, UpstreamError | TimeoutError):
+                raise _unavailable(error)
+            raise error  # a store failure is answered as one; anything else is a bug (a 500)
         return fill
 
     async def _run(self, fill: Fill, name: str) -> None:
         registry, _, repository = name.partition("/")
         verifier = fill.digest.verifier()
         try:
-            async with self._client(registry).blob(repository, fill.digest) as stream:
+            async with asyncio.timeout(self._timeout(registry)) as first_answer, \
+                    self._client(registry).blob(repository, fill.digest) as stream:
+                first_answer.reschedule(None)  # from here a stall is httpx's read timeout
                 fill.size = stream.size
                 fill.started.set()
                 with fill.spool.open("wb") as spool:
@@ -251,5 +260,5 @@ class PullThrough:
 
 def _unavailable(exc: BaseException) -> RegistryError:
     # Never the upstream's own status: a 429 or 408 would make containerd retry this host.
-    return RegistryError(ErrorCode.UNAVAILABLE, {"reason": "upstream unavailable",
-                                                 "upstream": str(exc)[:200]})
+    return RegistryError(ErrorCode.UNAVAILABLE, {"reason": "upstream_unavailable",
+                                                 "upstream": (str(exc) or repr(exc))[:200]})

@@ -1,12 +1,15 @@
 """Reads through the caches: tag -> digest, manifests, repository links and blob sizes.
 
-The warm path makes no store call. Cold, a manifest costs at most two reads per store (its link,
-then its bytes) and a blob two (its link, then its size). Stores are tried in order: a miss in one
-falls to the next, so a replica that lags behind the primary costs a read, not a failed pull.
+The warm path makes no store call. Cold, a manifest costs at most two lookups (its link, then
+its bytes) and a blob at most three (its layer or revision link, then its size); each lookup
+goes through the ``StoreSet`` (gateway/stores.py: stores in order, retries until
+``gateway.store_deadline``), so a replica that lags behind the primary costs a read, not a
+failed pull. Concurrent misses for one key share one lookup.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
@@ -27,6 +30,7 @@ from registry.errors import ErrorCode, RegistryError
 from registry.flight import SingleFlight
 from registry.mediatypes import INDEX_TYPES, media_type_of, parse_manifest
 from registry.store import NotFound, ObjectStore, presigner
+from registry.store.errors import StoreError, StoreTimeout
 
 logger = logging.getLogger("regfront.gateway")
 T = TypeVar("T")
@@ -69,18 +73,18 @@ def _manifest_weight(manifest: Manifest) -> int:
 
 
 class Resolver:
-    """Everything the endpoints read goes through here; nothing else touches a store."""
+    """Everything the endpoints read goes through here. Every store call - these reads, and the
+    miss queue's, pull-through's and sync state's (given ``stores.guarded`` stores) - goes
+    through ``stores``."""
 
-    def __init__(self, stores: list[ObjectStore], config: GatewayConfig,
+    def __init__(self, stores: StoreSet, config: GatewayConfig, metrics: GatewayMetrics,
                  misses: MissQueue | None = None, freshness: Freshness | None = None,
-                 pull_through: PullThrough | None = None,
-                 metrics: GatewayMetrics | None = None) -> None:
-        self.metrics = metrics or GatewayMetrics()
+                 pull_through: PullThrough | None = None) -> None:
+        self.metrics = metrics
         self.misses = misses
         self.pull_through = pull_through
         self.freshness = freshness
-        self.stores = StoreSet(stores, timeout=config.store_timeout,
-                               backoff=config.store_backoff, metrics=self.metrics)
+        self.stores = stores
         self.tags: TTLCache[tuple[str, str], Digest] = TTLCache(
             maxsize=max(1, config.link_cache_entries), ttl=config.tag_ttl)
         self.tag_lists: TTLCache[str, list[str]] = TTLCache(maxsize=1024, ttl=config.tag_ttl)
@@ -105,11 +109,28 @@ class Resolver:
         value: T = cache.get(key, _MISSING)
         if value is _MISSING:
             self.metrics.cache[(name, "miss")] += 1
-            value = await self._flights.do((name, key), load)
+            value = await self._shared((name, key), load)
             cache[key] = value
         else:
             self.metrics.cache[(name, "hit")] += 1
         return value
+
+    async def _shared(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
+        """``load``, once for every concurrent caller. Its retries run until the store deadline
+        from its start; a caller that joined it late and sees it fail tries once more, within
+        its own deadline: one failure is not handed to everyone that happened to be waiting."""
+        give_up = self.stores.clock() + self.stores.policy.deadline
+        try:
+            return await self._flights.do(key, load)
+        except StoreError as error:
+            left = give_up - self.stores.clock()
+            if not error.retryable or left < self.stores.policy.timeout:
+                raise
+        try:
+            async with asyncio.timeout(left):
+                return await self._flights.do(key, load)
+        except TimeoutError:
+            raise StoreTimeout(f"no answer within {self.stores.policy.deadline:g} s") from None
 
     # -- manifests -------------------------------------------------------------------------
 
@@ -198,8 +219,10 @@ class Resolver:
         return url
 
     async def read_blob(self, blob: Blob, start: int, length: int) -> AsyncIterator[bytes]:
+        key = layout.blob_data(blob.digest)
         try:
-            return await blob.store.read(layout.blob_data(blob.digest), start, length)
+            return (await self.stores.first(lambda s: s.read(key, start, length), key,
+                                            only=self.stores.entry(blob.store)))[1]
         except NotFound:
             self.blobs.pop(blob.digest, None)  # deleted since we looked: forget its size
             raise RegistryError(ErrorCode.BLOB_UNKNOWN, {"digest": str(blob.digest)}) from None

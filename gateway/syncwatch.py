@@ -1,6 +1,7 @@
 """Sync's health as the gateway's metrics: each rule's state object (written by the sync
-worker in the primary store, registry/syncstate.py) is re-read every minute in the background, so
-Prometheus scrapes one kind of target - the gateways - and sees whether sync keeps up."""
+worker in the primary store, registry/syncstate.py) is re-read every minute in the background
+(through the ``StoreSet``: a ``guarded`` store), so Prometheus scrapes one kind of target - the
+gateways - and sees whether sync keeps up."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Iterable
 
 from gateway.metrics import GatewayMetrics
 from registry.store import ObjectStore
+from registry.store.errors import StoreError
 from registry.syncstate import RuleState, load_state
 
 logger = logging.getLogger("regfront.gateway")
@@ -57,7 +59,7 @@ class SyncWatch:
         for rule in self.rules:
             try:
                 self.states[rule] = await load_state(self.store, rule)
-            except Exception as exc:  # the store is down: keep the last known state
+            except StoreError as exc:  # the store is down: keep the last known state
                 logger.warning("reading sync state of rule %s failed: %r", rule, exc)
 
     def start(self) -> None:

@@ -39,10 +39,17 @@ class GatewayConfig(StrictModel):
     manifest_cache_bytes: ByteSize = ByteSize(64 * 1024 * 1024)
     link_cache_entries: int = Field(default=200_000, ge=0)
     blob_cache_entries: int = Field(default=200_000, ge=0)
-    # A store call that takes longer fails (and marks the store unhealthy for store_backoff,
-    # doubling while it keeps failing): requests stop paying a hung endpoint's timeout.
+    # How reads wait for stores (gateway/stores.py). A store call's first attempt gives up after
+    # store_timeout and the next store is asked; a store with nobody to stand in for it is asked
+    # again, each attempt's timeout doubling, until store_deadline: containerd waits for a slow
+    # answer, while a 503 sends it to the upstream. A store is skipped for store_backoff
+    # (doubling while it keeps failing, to 60 s) once another store answered in its place, or
+    # after store_failures hard failures in a row (refused, reset, 5xx, denied) - twice as many
+    # timeouts or throttles, which a busy but healthy store gives too.
     store_timeout: Duration = Field(default=2.0, gt=0)
+    store_deadline: Duration = Field(default=20.0, gt=0)
     store_backoff: Duration = Field(default=5.0, gt=0)
+    store_failures: int = Field(default=3, ge=1, le=100)
     # Blob GETs on a store that can pre-sign (S3) are 307s to the bucket; off = stream bytes.
     blob_redirect: bool = True
     # Lifetime of a pre-signed URL; each is reused for its first half (5 minutes at most), so
@@ -58,6 +65,12 @@ class GatewayConfig(StrictModel):
     def _listen(cls, value: str) -> str:
         split_listen(value)
         return value
+
+    @model_validator(mode="after")
+    def _deadline(self) -> GatewayConfig:
+        if self.store_deadline < self.store_timeout:
+            raise ValueError("store_deadline is shorter than store_timeout")
+        return self
 
     @model_validator(mode="after")
     def _tls_pair(self) -> GatewayConfig:

@@ -29,6 +29,7 @@ class ErrorCode(enum.Enum):
     UNSUPPORTED = (405, "the operation is unsupported")
     NOT_FOUND = (404, "the requested endpoint does not exist")
     UNAVAILABLE = (503, "service unavailable")
+    UNKNOWN = (500, "unknown error")  # distribution's code for a failure it did not expect
     TOOMANYREQUESTS = (429, "too many requests")
 
     @property

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from registry.configtypes import Duration, StrictModel
-from registry.names import validate_name
+from registry.names import canonical_registry, validate_name
 
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$|^sha512:[a-f0-9]{128}$")
 RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -190,3 +192,22 @@ class SyncConfig(StrictModel):
 def covers(rule: MirrorRule, repository: str) -> bool:
     """Whether ``repository`` (without its registry) is one of the rule's, globs included."""
     return any(fnmatch.fnmatchcase(repository, pattern) for pattern in rule.repositories)
+
+
+@dataclass(frozen=True)
+class MirrorIndex:
+    """Which stored repository names the mirror rules cover, derived once from the config and
+    handed to everything that asks (the miss queue, pull-through, fallback accounting)."""
+
+    rules: Mapping[str, tuple[MirrorRule, ...]]  # canonical registry -> its rules
+
+    @classmethod
+    def of(cls, upstreams: Mapping[str, UpstreamConfig],
+           mirror: Sequence[MirrorRule]) -> MirrorIndex:
+        return cls({canonical_registry(registry): tuple(m for m in mirror if m.registry == registry)
+                    for registry in upstreams})
+
+    def covers(self, name: str) -> bool:
+        """Whether a stored name (``docker.io/library/nginx``) is one some rule mirrors."""
+        registry, _, repository = name.partition("/")
+        return any(covers(rule, repository) for rule in self.rules.get(registry, ()))

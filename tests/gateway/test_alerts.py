@@ -10,7 +10,7 @@ import yaml
 
 from gateway.freshness import Freshness
 from gateway.metrics import GatewayMetrics
-from gateway.stores import StoreSet
+from gateway.stores import StorePolicy, StoreSet
 from gateway.syncwatch import SyncWatch
 from registry.config import Config
 from registry.store.memory import MemoryStore
@@ -23,7 +23,7 @@ def _exported() -> set[str]:
     metrics = GatewayMetrics()
     metrics.watch_breakers(Freshness(Config(), None))
     SyncWatch(MemoryStore(), [], metrics)
-    StoreSet([], timeout=1, backoff=1, metrics=metrics)
+    StoreSet([], StorePolicy(timeout=1, deadline=1, backoff=1, failures=1), metrics=metrics)
     names = {"regfront_" + name for name in metrics.registry.families}
     names |= {"regfront_" + name for name in metrics.registry.gauges}
     return names

@@ -17,6 +17,7 @@ from registry import layout
 from registry.config import parse_config
 from registry.digest import Digest
 from registry.imports import import_image
+from registry.mirrorconfig import MirrorIndex
 from registry.store.memory import MemoryStore
 from tests.images import sample_layout
 
@@ -66,7 +67,8 @@ def _gateway(store: MemoryStore, fake: FakeUpstream,
              clock: Clock) -> tuple[httpx.AsyncClient, Resolver]:
     config = parse_config(CONFIG)
     app = create_app(config, [store])
-    misses = MissQueue(config, store)
+    misses = MissQueue(MirrorIndex.of(config.upstreams, config.mirror), store,
+                       app.resolver.metrics)
     freshness = Freshness(config, misses, clock=clock,
                           transport=httpx.MockTransport(fake.handler))
     app.resolver.misses, app.resolver.freshness = misses, freshness

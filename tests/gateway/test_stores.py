@@ -1,5 +1,7 @@
 """Stores in priority order: a lagging, failing or hung replica never fails a pull the primary
-can serve, and a failing store stops costing requests while it is marked unhealthy."""
+can serve, a failing store stops costing requests while another answers in its place, and a
+store with no stand-in is waited for rather than answered for with a fast 503.
+(The rules themselves, with a fake clock: test_store_health.py.)"""
 
 from __future__ import annotations
 
@@ -138,21 +140,67 @@ async def test_an_unhealthy_store_is_probed_again_after_its_backoff(
     assert [s["healthy"] for s in ready.json()["stores"]] == [True, True]
 
 
-async def test_all_stores_down_is_a_fast_503_and_not_ready(
+async def test_with_every_store_failing_reads_wait_for_the_deadline_then_503(
         primary: tuple[MemoryStore, dict[str, Any]]) -> None:
+    """Never a fast 503: a 503 sends containerd to the upstream, waiting costs it nothing."""
     store, _ = primary
-    async with _client([Broken(store, "hang"), Broken(store, "error")]) as client:
+    hung, failing = Broken(store, "hang"), Broken(store, "error")
+    async with _client([hung, failing], store_deadline=1.0) as client:
         started = time.monotonic()
         response = await client.get(f"/v2/{DEMO}/manifests/1")
-        assert response.status_code == 503
-        assert response.json()["errors"][0]["code"] == "UNAVAILABLE"
-        again = await client.get(f"/v2/{DEMO}/manifests/1")
         elapsed = time.monotonic() - started
         ready = await client.get("/readyz")
-    assert again.status_code == 503
-    assert elapsed < 5
+        metrics = (await client.get("/metrics")).text
+    assert response.status_code == 503
+    error = response.json()["errors"][0]
+    assert error["code"] == "UNAVAILABLE"
+    assert error["detail"]["reason"] in ("store_timeout", "store_server_error")
+    assert 0.9 < elapsed < 5  # the whole deadline, not the first timeout
+    assert failing.reads >= 2  # asked again: no store stands in for it
+    assert hung.reads >= 2
+    fallbacks = [line for line in metrics.splitlines()
+                 if line.startswith("regfront_fallbacks_total{")]
+    assert fallbacks == [f'regfront_fallbacks_total{{reason="{error["detail"]["reason"]}"}} 1.0']
+    # The hung store is down for timeouts only: alive as far as anyone knows, so still ready.
+    assert ready.status_code == 200
+
+
+async def test_not_ready_only_when_every_store_is_down_for_hard_failures(
+        primary: tuple[MemoryStore, dict[str, Any]]) -> None:
+    store, _ = primary
+    async with _client([Broken(store, "error"), Broken(store, "error")],
+                       store_deadline=0.5) as client:
+        assert (await client.get("/readyz")).status_code == 200  # nothing known yet
+        assert (await client.head(f"/v2/{DEMO}/manifests/1")).status_code == 503
+        ready = await client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["status"] == "unavailable"
+    assert [s["healthy"] for s in ready.json()["stores"]] == [False, False]
+
+
+async def test_one_slow_call_on_the_only_store_is_waited_for_not_a_503(
+        primary: tuple[MemoryStore, dict[str, Any]]) -> None:
+    """The fleet case: one store, one call slower than store_timeout (a burst, a stall)."""
+    store, _ = primary
+
+    class SlowOnce(CountingStore):
+        slow = True
+
+        async def get(self, key: str) -> bytes:
+            self.calls["get"] += 1
+            if self.slow:
+                self.slow = False
+                await asyncio.sleep(0.6)  # three times store_timeout
+            return await self.inner.get(key)
+
+    only = SlowOnce(store)
+    async with _client([only]) as client:
+        responses = await asyncio.gather(*(client.get(f"/v2/{DEMO}/manifests/1")
+                                           for _ in range(20)))
+        ready = await client.get("/readyz")
+    assert [r.status_code for r in responses] == [200] * 20
+    assert only.calls["get"] == 3  # the slow tag read, its retry, the manifest: shared by all
+    assert ready.json()["stores"][0]["healthy"]  # one slow call is not "down"
 
 
 async def test_a_miss_in_a_reachable_store_is_404_not_503(
