@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import pytest
 
 from registry.store import ObjectStore, presigner
+from tests.emulators import FakeGCS, serving_fake_gcs
 
 
 class CountingStore:
@@ -146,3 +147,16 @@ def moto_s3() -> Iterator[MotoS3]:
 def s3_url(moto_s3: MotoS3) -> str:
     """The URL of an S3 store on a fresh bucket of the session's moto server."""
     return moto_s3.url(moto_s3.new_bucket())
+
+
+@pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGCS]:
+    """One fake-gcs-server for the session (tests/emulators.py); ADC is a test key file."""
+    with serving_fake_gcs(tmp_path_factory.mktemp("fake-gcs")) as server:
+        yield server
+
+
+@pytest.fixture
+def gcs_url(fake_gcs: FakeGCS) -> str:
+    """The URL of a GCS store on a fresh bucket of the session's fake-gcs-server."""
+    return fake_gcs.url(fake_gcs.new_bucket())

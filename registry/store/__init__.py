@@ -111,7 +111,8 @@ def check_key(key: str) -> str:
 
 
 def open_store(url: str) -> ObjectStore:
-    """``file:///abs/path`` (or a plain path), ``s3://bucket[/prefix][?...]``, ``memory://``."""
+    """``file:///abs/path`` (or a plain path), ``s3://bucket[/prefix][?...]``,
+    ``gs://bucket[/prefix][?...]``, ``memory://``."""
     parts = urlsplit(url)
     if parts.scheme in ("", "file"):
         from registry.store.file import FileStore
@@ -128,8 +129,13 @@ def open_store(url: str) -> ObjectStore:
         from registry.store.s3 import S3Store
 
         return S3Store(url)
+    if parts.scheme == "gs":
+        from registry.store.gcs import GCSStore
+
+        return GCSStore(url)
     raise ConfigError(f"storage url {url!r}: unsupported scheme {parts.scheme!r} "
-                      "(use file:///path, a plain path or s3://bucket/prefix)")
+                      "(use file:///path, a plain path, s3://bucket/prefix "
+                      "or gs://bucket/prefix)")
 
 
 async def file_chunks(path: Path) -> AsyncIterator[bytes]:

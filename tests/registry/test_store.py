@@ -1,4 +1,5 @@
-"""The store conformance suite: every backend must pass all of it (memory, file, S3 on moto)."""
+"""The store conformance suite: every backend must pass all of it (memory, file, S3 on moto,
+GCS on fake-gcs-server)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from registry.store import NotFound, ObjectStore, PreconditionFailed, check_key, open_store
 from registry.store.file import FileStore
+from registry.store.gcs import GCSStore
 from registry.store.memory import MemoryStore
 from registry.store.s3 import S3Store
 
@@ -17,6 +19,7 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], ObjectStore]] = {
     "memory": lambda request, tmp: MemoryStore(),
     "file": lambda request, tmp: FileStore(str(tmp / "store")),
     "s3": lambda request, tmp: S3Store(request.getfixturevalue("s3_url")),
+    "gcs": lambda request, tmp: GCSStore(request.getfixturevalue("gcs_url")),
 }
 
 
