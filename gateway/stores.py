@@ -153,7 +153,9 @@ class StoreSet:
                     self._stood_in(failed, entry)
                     continue
                 except StoreError as failure:
-                    error = failure
+                    if error is None or not (isinstance(failure, StoreTimeout) and
+                                             bounded and left < timeout):
+                        error = failure  # not a timeout the deadline cut short: tells more
                     failed.append(entry)
                     if failure.retryable:
                         again.append(entry)

@@ -40,16 +40,22 @@ class Clock:
 
 class Scripted(MemoryStore):
     """``get`` answers from a script (bytes, or an exception to raise), each after ``cost``
-    seconds of the fake clock; the last entry repeats."""
+    seconds of the fake clock (cut short at the attempt's limit, as a real call is); the last
+    entry repeats."""
 
     def __init__(self, name: str, clock: Clock, *script: Answer, cost: float = 0.0) -> None:
         super().__init__()
         self.url = f"memory://{name}"
         self.clock, self.script, self.cost = clock, list(script), cost
         self.calls = 0
+        self.limits: list[float | None] = []
 
     async def get(self, key: str) -> bytes:
         self.calls += 1
+        limit = self.limits[-1] if self.limits else None
+        if limit is not None and self.cost > limit:
+            self.clock.now += limit
+            raise StoreTimeout("cut short")
         self.clock.now += self.cost
         answer = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if isinstance(answer, BaseException):
@@ -71,6 +77,9 @@ def _set(clock: Clock, *stores: ObjectStore, policy: StorePolicy = POLICY) -> Re
     stores_set = Recording(list(stores), policy, metrics=GatewayMetrics(), clock=clock,
                            sleep=clock.sleep)
     stores_set.limits = []
+    for store in stores:
+        if isinstance(store, Scripted):
+            store.limits = stores_set.limits
     return stores_set
 
 
@@ -284,3 +293,10 @@ async def test_a_late_joiner_of_a_failed_lookup_tries_again_within_its_own_deadl
     assert await late == "answer"
     assert loads == 2
 
+
+
+def test_the_policy_comes_from_the_config_and_the_deadline_covers_a_first_attempt() -> None:
+    assert StorePolicy.of(GatewayConfig()) == StorePolicy(timeout=2.0, deadline=20.0,
+                                                          backoff=5.0, failures=3)
+    with pytest.raises(ValueError, match="store_deadline is shorter than store_timeout"):
+        GatewayConfig(store_timeout=5.0, store_deadline=2.0)
