@@ -7,13 +7,12 @@ import asyncio
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 
 from registry.digest import Digest
 from registry.mediatypes import OCI_INDEX, OCI_MANIFEST
-from registry.store import ObjectStore
 from registry.store.memory import MemoryStore
 from sync.lease import Clocks
 from tests.conftest import CountingStore
@@ -98,14 +97,18 @@ class StoreDown(OSError):
     """What an injected store fault raises."""
 
 
+FaultMode = Literal["fail", "written", "hang"]
+
+
 @dataclass
 class Fault:
-    """Fail calls of ``op`` on keys ``matches`` accepts; ``written``: after the write went
-    through (an answer lost on the way back). ``fired`` counts the failures raised."""
+    """A store call of ``op`` on a key ``matches`` accepts: ``fail`` raises ``StoreDown``,
+    ``written`` raises it after the write went through (an answer lost on the way back),
+    ``hang`` never answers (until cancelled). ``fired`` counts the calls it took."""
 
     op: str
     matches: Callable[[str], bool]
-    written: bool = False
+    mode: FaultMode = "fail"
     times: int | None = None  # None: every time
     fired: int = 0
 
@@ -115,6 +118,7 @@ class Fault:
         self.fired += 1
         if self.times is not None:
             self.times -= 1
+        CHANGES.pulse()
         return True
 
 
@@ -128,14 +132,16 @@ class Write:
 class RecordingStore(CountingStore):
     """A store that logs every write in order (with its outcome) and fails chosen calls."""
 
-    def __init__(self, inner: ObjectStore) -> None:
+    def __init__(self, inner: MemoryStore) -> None:
         super().__init__(inner)
+        self.memory = inner
         self.writes: list[Write] = []
         self.faults: list[Fault] = []
 
-    def fault(self, op: str, matches: Callable[[str], bool], *, written: bool = False,
+    def fault(self, op: str, matches: Callable[[str], bool], mode: FaultMode = "fail", *,
               times: int | None = None) -> Fault:
-        fault = Fault(op, matches, written, times)
+        """Add a fault; of those that match a call, the first added takes it."""
+        fault = Fault(op, matches, mode, times)
         self.faults.append(fault)
         return fault
 
@@ -143,8 +149,10 @@ class RecordingStore(CountingStore):
         return [w.key for w in self.writes[start:] if w.outcome == "ok"]
 
     async def _write(self, op: str, key: str, call: Callable[[], Awaitable[T]]) -> T:
-        fired = [f for f in self.faults if f.fires(op, key)]
-        if fired and not fired[0].written:
+        fault = next((f for f in self.faults if f.fires(op, key)), None)
+        if fault is not None and fault.mode == "hang":
+            await asyncio.Event().wait()
+        if fault is not None and fault.mode == "fail":
             self.writes.append(Write(op, key, StoreDown.__name__))
             CHANGES.pulse()
             raise StoreDown(f"injected: {op} {key}")
@@ -156,7 +164,7 @@ class RecordingStore(CountingStore):
             raise
         self.writes.append(Write(op, key, "ok"))
         CHANGES.pulse()
-        if fired:
+        if fault is not None:
             raise StoreDown(f"injected after writing: {op} {key}")
         return result
 

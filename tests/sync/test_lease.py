@@ -129,7 +129,7 @@ async def test_a_renewal_written_but_unanswered_is_recognised_as_ours() -> None:
     store, time = recording(), ManualTime()
     held = lease(store, time, "one")
     await held.acquire()
-    fault = store.fault("replace", lambda key: key == KEY, written=True, times=1)
+    fault = store.fault("replace", lambda key: key == KEY, "written", times=1)
     time.advance(10)
     with pytest.raises(StoreDown):
         await held.renew()
