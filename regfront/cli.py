@@ -1,7 +1,11 @@
-"""The ``regfront`` command: ``serve``, ``sync``, ``import``, ``containerd-config``, ``node-agent``.
+"""The ``regfront`` command: ``serve``, ``sync``, ``check``, ``import``, ``containerd-config``,
+``node-agent``.
 
-Every flag has a ``REGFRONT_*`` environment twin. Configuration mistakes print one line naming
-the file, line and key (or the flag) and exit 1 before anything is served or written.
+Every flag has a ``REGFRONT_*`` environment twin. Configuration mistakes print one line each,
+naming the file, line and key (or the flag), all at once, and exit 1 before anything is served
+or written. Any other expected failure (a store, an upstream, a path) is one line too, naming
+what failed, why and the fix (regfront/failures.py); anything else is a bug, whose traceback
+``--debug`` shows.
 """
 
 from __future__ import annotations
@@ -10,19 +14,26 @@ import asyncio
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast, get_args
 
 import click
 
+from regfront.failures import EXPECTED, explain, explain_store, leaf, store_label
 from registry.config import DEFAULT_LISTEN, Config, load_config, split_listen, with_overrides
 from registry.errors import ConfigError, RegistryError
+from registry.logs import LOG_LEVELS, LogFormat, LogLevel
 from registry.logs import configure as configure_logging
+from registry.store.errors import StoreError
 
 logger = logging.getLogger("regfront")
 
-# The validated config travels to uvicorn's worker processes through the environment.
+# The validated config, and the logging the command line chose, travel to uvicorn's worker
+# processes through the environment.
 _RESOLVED_CONFIG_ENV = "REGFRONT_RESOLVED_CONFIG_JSON"
+_RESOLVED_LOGGING_ENV = "REGFRONT_RESOLVED_LOGGING"
+STORE_PROBE_TIMEOUT = 10.0  # covers the S3 client's own connect retries on a refused endpoint
 
 
 class _Line(click.types.StringParamType):
@@ -32,21 +43,86 @@ class _Line(click.types.StringParamType):
 
 
 def _fail(message: str) -> NoReturn:
-    click.echo(f"regfront: {message}", err=True)
+    for line in message.splitlines():  # a config with several mistakes: a line each
+        click.echo(f"regfront: {line}", err=True)
     sys.exit(1)
 
 
-@click.group()
+@dataclass(frozen=True)
+class Options:
+    """The group's options, for the commands (``ctx.obj``)."""
+
+    debug: bool = False
+    log_level: LogLevel = "info"
+    log_format: LogFormat | None = None  # None: the config's telemetry.log_format
+
+
+class _Main(click.Group):
+    """Runs a command; an expected failure leaves as one line and exit 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as error:
+            # Not a catch-all answer: expected failures are told by type; anything else is
+            # said to be a bug, and --debug shows where.
+            debug = bool(ctx.params.get("debug"))
+            if isinstance(leaf(error), EXPECTED):
+                if debug:
+                    raise
+                _fail(explain(error))
+            if debug:
+                raise
+            _fail(f"internal error, a bug: {type(leaf(error)).__name__}: {leaf(error)} - "
+                  "run again with --debug (REGFRONT_DEBUG=1) for the traceback, and report it")
+
+
+@click.group(cls=_Main, context_settings={"max_content_width": 100})
 @click.version_option(package_name="regfront")
-def main() -> None:
-    """regfront: an OCI pull gateway over object storage, for fleets of Kubernetes nodes."""
-    configure_logging("auto")
+@click.option("--debug", is_flag=True, envvar="REGFRONT_DEBUG",
+              help="Show the traceback of a failure (and any bug) instead of one line.")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True,
+              envvar="REGFRONT_LOG_LEVEL", help="Lowest level logged; debug also shows the "
+              "libraries' own logs (botocore, httpx), which stay at warning otherwise.")
+@click.option("--log-format", type=click.Choice(get_args(LogFormat)), envvar="REGFRONT_LOG_FORMAT",
+              help="Log lines as json or text; default: the config's telemetry.log_format, "
+              "else auto (text on a terminal, JSON otherwise).")
+@click.pass_context
+def main(ctx: click.Context, debug: bool, log_level: LogLevel,
+         log_format: LogFormat | None) -> None:
+    """regfront: an OCI pull gateway over object storage, for fleets of Kubernetes nodes.
+
+    Start with `regfront check --config FILE`: it validates the config and probes every store
+    and upstream it names.
+    """
+    ctx.obj = Options(debug, log_level, log_format)
+    configure_logging(log_format or "auto", log_level)
+
+
+def _configure_logging(ctx: click.Context, config: Config) -> tuple[LogFormat, LogLevel]:
+    """The group's choice, else the config's: applied, and returned for worker processes."""
+    options: Options = ctx.obj
+    chosen = (options.log_format or config.telemetry.log_format, options.log_level)
+    configure_logging(*chosen)
+    return chosen
 
 
 def _config_with_overrides(config_file: str | None, storage: tuple[str, ...],
                            overrides: dict[str, Any]) -> Config:
     try:
         return with_overrides(load_config(config_file), storage, overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _require_store(url: str, doing: str) -> None:
+    """Exit with one line naming the store, why and the fix unless it answers now."""
+    from regfront.startup import require_store
+
+    try:
+        require_store(url, STORE_PROBE_TIMEOUT, doing)
     except ConfigError as exc:
         _fail(str(exc))
 
@@ -62,14 +138,22 @@ def _config_with_overrides(config_file: str | None, storage: tuple[str, ...],
 @click.option("--tls-cert", envvar="REGFRONT_TLS_CERT", help="Serve HTTPS with this PEM "
               "certificate (chain)...")
 @click.option("--tls-key", envvar="REGFRONT_TLS_KEY", help="... and this PEM private key.")
-def serve(config_file: str | None, storage: tuple[str, ...], listen: str | None,
-          workers: int | None, tls_cert: str | None, tls_key: str | None) -> None:
+@click.option("--access-log/--no-access-log", default=None, envvar="REGFRONT_ACCESS_LOG",
+              help="A log line per request (method, path, status, seconds): shows whether a "
+                   "pull went through regfront. Default: telemetry.access_log_sample of them.")
+@click.pass_context
+def serve(ctx: click.Context, config_file: str | None, storage: tuple[str, ...],
+          listen: str | None, workers: int | None, tls_cert: str | None, tls_key: str | None,
+          access_log: bool | None) -> None:
     """Serve the OCI pull API from the configured stores."""
     import uvicorn
+
+    from regfront.startup import check_listen, report_stores
 
     config = _config_with_overrides(config_file, storage, {
         "listen": listen, "workers": workers, "tls_cert": tls_cert, "tls_key": tls_key})
     platform_port = os.environ.get("PORT", "")
+    set_by = "choose another with --listen HOST:PORT or REGFRONT_LISTEN"
     if listen is None and platform_port and config.gateway.listen == DEFAULT_LISTEN:
         # Cloud Run (and Heroku, Knative, ...) name the port in $PORT: it replaces the default
         # address; --listen, REGFRONT_LISTEN and the file's gateway.listen still win.
@@ -77,6 +161,13 @@ def serve(config_file: str | None, storage: tuple[str, ...], listen: str | None,
             config = with_overrides(config, (), {"listen": f"0.0.0.0:{platform_port}"})
         except ConfigError:
             _fail(f"PORT={platform_port!r}: expected a port number")
+        set_by = f"the address comes from PORT={platform_port}: {set_by}"
+    elif listen is None and config.gateway.listen != DEFAULT_LISTEN:
+        set_by = f"{set_by}, or gateway.listen in {config_file}"
+    if access_log is not None:
+        telemetry = config.telemetry.model_copy(
+            update={"access_log_sample": 1.0 if access_log else 0.0})
+        config = config.model_copy(update={"telemetry": telemetry})
     try:
         from registry.store import open_store
 
@@ -86,16 +177,22 @@ def serve(config_file: str | None, storage: tuple[str, ...], listen: str | None,
             from gateway.auth import Auth
 
             Auth(config)  # reads its key, password and token files: fail now, one line
+        host, port = split_listen(config.gateway.listen)
+        check_listen(host, port, set_by)  # before anything says "serving on"
     except ConfigError as exc:
         _fail(str(exc))
-    host, port = split_listen(config.gateway.listen)
     os.environ[_RESOLVED_CONFIG_ENV] = config.model_dump_json()
+    os.environ[_RESOLVED_LOGGING_ENV] = ",".join(_configure_logging(ctx, config))
     scheme = "https" if config.gateway.tls_cert else "http"
-    logger.info("serving %s on %s://%s:%d", ", ".join(s.url.split("?")[0] for s in config.storage),
-                scheme, host, port)
+    shown = f"[{host}]" if ":" in host else host
+    logger.info("serving %s on %s://%s:%d", ", ".join(store_label(s.url) for s in config.storage),
+                scheme, shown, port)
     logger.info("point containerd at it: regfront containerd-config --gateway %s://%s:%d "
-                "--registry docker.io --out /etc/containerd/certs.d", scheme, host, port)
-    configure_logging(config.telemetry.log_format)
+                "--registry docker.io --out /etc/containerd/certs.d", scheme, shown, port)
+    if config.telemetry.access_log_sample >= 1.0:
+        logger.info("access log on: a regfront.access line for every request (--no-access-log "
+                    "turns it off)")
+    report_stores([s.url for s in config.storage], STORE_PROBE_TIMEOUT)
     uvicorn.run("regfront.cli:app_from_environment", factory=True, host=host, port=port,
                 workers=config.gateway.workers, access_log=False, server_header=False,
                 log_level="info", timeout_graceful_shutdown=30, log_config=None,
@@ -107,7 +204,11 @@ def app_from_environment() -> Any:
     from gateway.app import create_app
 
     config = Config.model_validate_json(os.environ[_RESOLVED_CONFIG_ENV])
-    configure_logging(config.telemetry.log_format)  # worker processes start afresh
+    log_format, _, level = os.environ.get(_RESOLVED_LOGGING_ENV, "").partition(",")
+    configure_logging(  # worker processes start afresh
+        cast(LogFormat, log_format) if log_format in get_args(LogFormat)
+        else config.telemetry.log_format,
+        cast(LogLevel, level) if level in LOG_LEVELS else "info")
     return create_app(config)
 
 
@@ -124,24 +225,28 @@ def app_from_environment() -> Any:
               help="Say what would be copied; write nothing.")
 @click.option("--json/--no-json", "json_lines", default=None, envvar="REGFRONT_SYNC_JSON",
               help="JSON log lines (default when stdout is not a terminal).")
-def sync_command(config_file: str, storage: tuple[str, ...], once: bool,
+@click.pass_context
+def sync_command(ctx: click.Context, config_file: str, storage: tuple[str, ...], once: bool,
                  rule_names: tuple[str, ...], dry_run: bool, json_lines: bool | None) -> None:
     """Mirror the configured upstream repositories into the primary store."""
     import time
 
     from sync.report import JsonEvents, RichEvents, print_summary, summary
-    from sync.worker import Events, Syncer, exit_status
+    from sync.worker import Syncer, exit_status
 
     config = _config_with_overrides(config_file, storage, {})
+    _configure_logging(ctx, config)
     terminal = sys.stdout.isatty() if json_lines is None else not json_lines
     try:
         syncer = Syncer(config, dry_run=dry_run)
         rules = syncer.rules(rule_names)
     except (ConfigError, KeyError) as exc:
         _fail(str(exc).strip("'\""))
-    events: Events = RichEvents() if terminal else JsonEvents()
     if not rules:
         _fail(f"{config_file}: no mirror rules to run")
+    # Every image would fail alike on a store that cannot be read: say so once, with the fix.
+    _require_store(config.primary.url, "read")
+    events = RichEvents() if terminal else JsonEvents()
 
     async def run() -> int:
         started = time.monotonic()
@@ -155,7 +260,8 @@ def sync_command(config_file: str, storage: tuple[str, ...], once: bool,
             if isinstance(events, RichEvents):
                 events.stop()
             await syncer.aclose()
-        print_summary(summary(results, time.monotonic() - started), terminal=terminal)
+        print_summary(summary(results, time.monotonic() - started, events.tally),
+                      terminal=terminal)
         return exit_status(results)
 
     syncer.events = events
@@ -189,6 +295,41 @@ def import_(source: str, image: str, storage: str) -> None:
         _fail(str(exc))
     except RegistryError as exc:
         _fail(f"{source}: {exc}")
+    except StoreError as exc:
+        _fail(explain_store(storage, exc, "import"))
+
+
+@main.command("check")
+@click.option("--config", "config_file", envvar="REGFRONT_CONFIG", type=click.Path(dir_okay=False),
+              help="YAML config file; default: the defaults (./regfront-data).")
+@click.option("--storage", multiple=True, envvar="REGFRONT_STORAGE",
+              help="Store URLs (replace storage:), nearest first; repeatable.")
+@click.option("--json", "as_json", is_flag=True, envvar="REGFRONT_CHECK_JSON",
+              help="The verdicts as one JSON document.")
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              envvar="REGFRONT_CHECK_TIMEOUT", help="Seconds each store and upstream may take.")
+def check(config_file: str | None, storage: tuple[str, ...], as_json: bool,
+          timeout: float) -> None:
+    """Validate the config, then probe every store and upstream it names.
+
+    A line per verdict; exit status 0 when nothing failed, else 1. Stores are listed and read;
+    the primary, when sync or pull-through write to it, also gets a probe object written, read
+    back and deleted (under regfront/v1/check/); a store that signs URLs gets one fetched.
+    Upstreams get one manifest HEAD (free on Docker Hub), and their rate limits are reported.
+    """
+    from regfront.check import config_verdicts, passed, render_json, render_table, run_checks
+
+    source = config_file or "(defaults)"
+    try:
+        config: Config | None = with_overrides(load_config(config_file), storage, {})
+        error = None
+    except ConfigError as exc:
+        config, error = None, exc
+    verdicts = config_verdicts(source, error, config)
+    if config is not None:
+        verdicts += asyncio.run(run_checks(config, budget=timeout))
+    click.echo(render_json(verdicts) if as_json else render_table(verdicts))
+    sys.exit(0 if passed(verdicts) else 1)
 
 
 @main.command("containerd-config")

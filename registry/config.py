@@ -1,13 +1,13 @@
 """The one YAML configuration file every regfront component reads, strictly validated.
 
 Unknown keys and bad values are errors that name the key and its line, e.g.
-``regfront.yaml:7: gateway.tag_ttl: invalid duration '10 parsecs'``.
+``regfront.yaml:7: gateway.tag_ttl: invalid duration '10 parsecs'``; a file with several
+mistakes gets them all at once (registry/configerrors.py).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,20 +15,28 @@ from typing import Any
 import yaml
 from pydantic import ByteSize, Field, ValidationError, field_validator, model_validator
 
+from registry import configerrors
 from registry.authconfig import AuthConfig
 from registry.configtypes import Duration, StrictModel
 from registry.errors import ConfigError, RegistryError
 from registry.logs import LogFormat
 from registry.mirrorconfig import MirrorRule, SyncConfig, UpstreamConfig
 from registry.names import DOCKER_HUB, canonical_registry
-from registry.store import DEFAULT_STORAGE_URL
+from registry.store import DEFAULT_STORAGE_URL, check_url
 
 DEFAULT_LISTEN = "127.0.0.1:5000"
-_UNION_LABEL = re.compile(r"^[A-Z]|\[")
 
 
 class StorageConfig(StrictModel):
     url: str = Field(min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        try:
+            return check_url(value)  # here, so a bad URL in the file gets its line
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class GatewayConfig(StrictModel):
@@ -149,53 +157,62 @@ def load_config(path: str | Path | None) -> Config:
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:
+    """Validate ``text``; every mistake in it at once, as one ``ConfigError``."""
     data, lines = _load_yaml(text, source)
+    problems = _reference_problems(data, lines, source)
     try:
         config = Config.model_validate(data if data is not None else {})
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, lines, source)) from None
-    _check_references(config, lines, source)
+        problems += configerrors.describe(exc, lines, source, Config)
+    if problems:
+        raise ConfigError(*(text for _, text in sorted(problems, key=lambda p: p[0])))
     return config
 
 
-def _check_references(config: Config, lines: dict[tuple[Any, ...], int], source: str) -> None:
-    """What one key's validator cannot see: names across sections."""
-    def fail(loc: tuple[Any, ...], message: str) -> None:
-        key = ".".join(str(part) for part in loc)
-        raise ConfigError(f"{source}:{lines.get(loc, 1)}: {key}: {message}")
+def _reference_problems(data: Any, lines: dict[tuple[Any, ...], int],
+                        source: str) -> list[configerrors.Problem]:
+    """What one key's validator cannot see: names across sections. Read from the raw data, so
+    they are reported together with the schema's errors; a part of the wrong shape is skipped
+    (the schema reports it)."""
+    found: list[configerrors.Problem] = []
 
-    for registry in config.upstreams:
+    def fail(loc: tuple[Any, ...], message: str) -> None:
+        found.append(configerrors.problem(source, lines, loc, message))
+
+    data = data if isinstance(data, dict) else {}
+    upstreams = data.get("upstreams") if isinstance(data.get("upstreams"), dict) else {}
+    for registry in upstreams:
         try:
-            canonical_registry(registry)
+            canonical_registry(str(registry))
         except RegistryError:
             fail(("upstreams", registry), f"{registry!r} is not a registry host name")
+    rules = data.get("mirror") if isinstance(data.get("mirror"), list) else []
     seen: set[str] = set()
-    for index, rule in enumerate(config.mirror):
-        if rule.name in seen:
-            fail(("mirror", index, "name"), f"duplicate rule name {rule.name!r}")
-        seen.add(rule.name)
-        if rule.registry not in config.upstreams:
-            known = ", ".join(sorted(config.upstreams)) or "none configured"
-            fail(("mirror", index, "registry"),
-                 f"{rule.registry!r} is not a key of upstreams ({known})")
-        globs = [r for r in rule.repositories if any(ch in r for ch in "*?[")]
-        if globs and canonical_registry(rule.registry) == DOCKER_HUB:
+    for index, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            continue
+        name, registry = rule.get("name"), rule.get("registry")
+        if isinstance(name, str) and name in seen:
+            fail(("mirror", index, "name"), f"duplicate rule name {name!r}")
+        seen.add(str(name))
+        if not isinstance(registry, str):
+            continue
+        if registry not in upstreams:
+            known = configerrors.did_you_mean(registry, map(str, upstreams)) or (
+                f" ({', '.join(sorted(map(str, upstreams))) or 'none configured'})")
+            fail(("mirror", index, "registry"), f"{registry!r} is not a key of upstreams{known}")
+            continue
+        repositories = rule.get("repositories")
+        globs = [r for r in repositories if isinstance(r, str) and any(c in r for c in "*?[")
+                 ] if isinstance(repositories, list) else []
+        try:
+            hub = canonical_registry(registry) == DOCKER_HUB
+        except RegistryError:
+            continue  # reported above, as an upstreams key
+        if globs and hub:
             fail(("mirror", index, "repositories"),
                  f"{globs[0]!r}: Docker Hub has no catalog to expand a glob; list repositories")
-
-
-def _describe(exc: ValidationError, lines: dict[tuple[Any, ...], int], source: str) -> str:
-    # A misspelt key also makes its intended key "missing": report the misspelling.
-    error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    # Drop the union-member labels pydantic adds (``TagFilter``, ``list[str]``): not keys.
-    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and _UNION_LABEL.search(p)))
-    # The deepest located prefix: a missing key has no line of its own, its parent does.
-    line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), 1)
-    key = ".".join(str(part) for part in loc) or "(top level)"
-    message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-    message = message.removeprefix("Value error, ")
-    more = len(exc.errors()) - 1
-    return f"{source}:{line}: {key}: {message}" + (f" (and {more} more)" if more else "")
+    return found
 
 
 def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:

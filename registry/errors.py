@@ -64,4 +64,12 @@ class RegistryError(Exception):
 
 
 class ConfigError(Exception):
-    """A configuration or command-line mistake, explained in one line naming its place."""
+    """A configuration or command-line mistake, explained in one line naming its place; a file
+    with several mistakes raises one ``ConfigError`` with a line for each (``problems``)."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__(*problems)
+        self.problems = problems
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)

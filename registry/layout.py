@@ -17,6 +17,17 @@ REGFRONT_ROOT = "regfront/v1"
 WARM_UP = f"{REGFRONT_ROOT}/warm-up"  # never written: gateways ask for it to open clients
 
 
+def check_dir() -> str:
+    """Where ``regfront check`` puts its probe objects; it lists this to prove listing works."""
+    return f"{REGFRONT_ROOT}/check/"
+
+
+def check_probe(token: str) -> str:
+    """What ``regfront check`` writes, reads back and deletes to prove a store takes writes;
+    ``token`` is new each run, so checks running at once never touch each other's object."""
+    return f"{check_dir()}{token}"
+
+
 def blob_data(digest: Digest) -> str:
     """Blob bytes (manifests included): ``blobs/sha256/ab/abcd.../data``."""
     return f"{DISTRIBUTION_ROOT}/blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}/data"

@@ -1,5 +1,10 @@
 """How a sync run tells people what it does: a rich progress display on a terminal, JSON lines
-otherwise (a CronJob's log), and a summary at the end either way."""
+otherwise (a CronJob's log), and a summary at the end either way.
+
+The summary's image counts add up: every image the run reported (one ``image`` event each) is
+exactly one of copied (its tag moved), already current (its tag had not), pinned (a digest,
+copied or already there) or failed - ``images`` is their sum.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +12,70 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from registry.digest import Digest
+from registry.logs import iso_time
 from sync.copier import CopyStats, Progress
 from sync.worker import Events, RuleResult
 
 
 def _emit(stream: TextIO, event: str, **fields: Any) -> None:
-    stream.write(json.dumps({"time": round(time.time(), 3), "event": event, **fields}) + "\n")
+    stream.write(json.dumps({"time": iso_time(time.time()), "event": event, **fields}) + "\n")
     stream.flush()
 
 
-class JsonEvents(Events):
+@dataclass
+class Tally:
+    """The images a run reported, by how each ended; per rule, and for the whole run."""
+
+    digests: int = 0  # asked for by digest (rule digests, queued misses), and done
+    failed: int = 0
+    rules: dict[str, Tally] = field(default_factory=dict)
+
+    def count(self, rule: str, image: str, error: str | None) -> None:
+        for tally in (self, self.rules.setdefault(rule, Tally())):
+            if error is not None:
+                tally.failed += 1
+            elif "@" in image:  # name@digest; a tag image is name:tag
+                tally.digests += 1
+
+
+def image_counts(stats: CopyStats, tally: Tally) -> dict[str, int]:
+    """``images`` and the four ways one ends. A tag image that ended well is counted by the
+    copier (moved: ``images``, or ``images_current``); digests and failures by the events."""
+    parts = {"images_copied": stats.images, "images_current": stats.images_current,
+             "images_pinned": tally.digests, "images_failed": tally.failed}
+    return {"images": sum(parts.values()), **parts}
+
+
+class Reporter(Events):
+    """Events that keep the ``Tally`` the summary needs."""
+
+    def __init__(self) -> None:
+        self.tally = Tally()
+
+    def image_done(self, rule: str, image: str, digest: Digest | None, error: str | None) -> None:
+        self.tally.count(rule, image, error)
+
+
+class JsonEvents(Reporter):
     """One JSON object per line: an image copied or failed, a rule finished."""
 
     def __init__(self, stream: TextIO = sys.stdout) -> None:
+        super().__init__()
         self.stream = stream
 
     def image_done(self, rule: str, image: str, digest: Digest | None, error: str | None) -> None:
+        super().image_done(rule, image, digest, error)
         _emit(self.stream, "image", rule=rule, image=image,
               digest=str(digest) if digest else None, error=error)
 
     def rule_done(self, result: RuleResult) -> None:
         _emit(self.stream, "rule", rule=result.rule, skipped=result.skipped,
-              seconds=round(result.seconds, 3), **_stats(result.stats))
+              seconds=round(result.seconds, 3), **_stats(result.stats),
+              **image_counts(result.stats, self.tally.rules.get(result.rule, Tally())))
 
 
 class _Bytes(Progress):
@@ -43,10 +86,11 @@ class _Bytes(Progress):
         self._advance(nbytes)
 
 
-class RichEvents(Events):
+class RichEvents(Reporter):
     """A live display: bytes downloaded so far, and a line per image as it completes."""
 
     def __init__(self) -> None:
+        super().__init__()
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -67,6 +111,7 @@ class RichEvents(Events):
         self.display.start()
 
     def image_done(self, rule: str, image: str, digest: Digest | None, error: str | None) -> None:
+        super().image_done(rule, image, digest, error)
         if error:
             self.console.print(f"[red]✗[/red] {image} [dim]({rule})[/dim]: {error}")
         else:
@@ -81,10 +126,13 @@ class RichEvents(Events):
 
 
 def _stats(stats: CopyStats) -> dict[str, Any]:
-    return asdict(stats)
+    """The copier's counts, but its image counts: ``image_counts`` says those, adding up."""
+    counts = asdict(stats)
+    del counts["images"], counts["images_current"]
+    return counts
 
 
-def summary(results: Sequence[RuleResult], seconds: float) -> dict[str, Any]:
+def summary(results: Sequence[RuleResult], seconds: float, tally: Tally) -> dict[str, Any]:
     """The run in numbers: what was copied, what was already there, what failed and why."""
     total = CopyStats()
     for result in results:
@@ -94,6 +142,7 @@ def summary(results: Sequence[RuleResult], seconds: float) -> dict[str, Any]:
         "rules_skipped": [r.rule for r in results if r.skipped],
         "seconds": round(seconds, 3),
         "mb_per_second": round(total.bytes_downloaded / 1e6 / seconds, 2) if seconds else None,
+        **image_counts(total, tally),
         **_stats(total),
     }
 
@@ -103,8 +152,9 @@ def print_summary(data: dict[str, Any], *, terminal: bool, stream: TextIO = sys.
         _emit(stream, "summary", **data)
         return
     lines = [
-        f"images copied {data['images']} (already current {data['images_current']}), "
-        f"manifests {data['manifests']}, blobs {data['blobs']} "
+        f"images {data['images']}: copied {data['images_copied']}, already current "
+        f"{data['images_current']}, by digest {data['images_pinned']}, failed "
+        f"{data['images_failed']}; manifests {data['manifests']}, blobs {data['blobs']} "
         f"(already present {data['blobs_present']})",
         f"downloaded {data['bytes_downloaded'] / 1e6:.1f} MB in {data['seconds']:.1f} s, "
         f"skipped {data['bytes_present'] / 1e6:.1f} MB already in the bucket",

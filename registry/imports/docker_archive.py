@@ -33,6 +33,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 class _Archive:
     def __init__(self, path: Path) -> None:
         self.path = path
+        if not path.exists():
+            raise ConfigError(f"{path}: no such file")
         try:
             self.tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by close()
         except (OSError, tarfile.TarError) as exc:

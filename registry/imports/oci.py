@@ -21,6 +21,11 @@ REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 class _Layout:
     def __init__(self, root: Path) -> None:
         self.root = root
+        if not root.exists():
+            raise ConfigError(f"{root}: no such directory")
+        if not root.is_dir():
+            raise ConfigError(f"{root}: not a directory (oci: takes an OCI image layout's "
+                              "directory; a docker save tarball is docker-archive:FILE)")
         if not (root / "oci-layout").is_file() or not (root / "index.json").is_file():
             raise ConfigError(f"{root}: not an OCI image layout (no oci-layout or index.json)")
 

@@ -110,32 +110,47 @@ def check_key(key: str) -> str:
     return key
 
 
+def check_url(url: str) -> str:
+    """``url`` if ``open_store`` takes it, else the one-line ``ConfigError`` it would raise;
+    opens nothing."""
+    parts = urlsplit(url)
+    if parts.scheme in ("", "file"):
+        if parts.scheme == "file" and parts.netloc not in ("", "localhost"):
+            raise ConfigError(f"storage url {url!r}: file URLs are file:///absolute/path")
+    elif parts.scheme == "s3":
+        from registry.store.s3 import parse_url
+
+        parse_url(url)
+    elif parts.scheme == "gs":
+        from registry.store.gcs import parse_url as parse_gs_url
+
+        parse_gs_url(url)
+    elif parts.scheme != "memory":
+        raise ConfigError(f"storage url {url!r}: unsupported scheme {parts.scheme!r} "
+                          "(use file:///path, a plain path, s3://bucket/prefix "
+                          "or gs://bucket/prefix)")
+    return url
+
+
 def open_store(url: str) -> ObjectStore:
     """``file:///abs/path`` (or a plain path), ``s3://bucket[/prefix][?...]``,
     ``gs://bucket[/prefix][?...]``, ``memory://``."""
-    parts = urlsplit(url)
+    parts = urlsplit(check_url(url))
     if parts.scheme in ("", "file"):
         from registry.store.file import FileStore
 
-        path = parts.path if parts.scheme else url
-        if parts.scheme == "file" and parts.netloc not in ("", "localhost"):
-            raise ConfigError(f"storage url {url!r}: file URLs are file:///absolute/path")
-        return FileStore(path)
+        return FileStore(parts.path if parts.scheme else url)
     if parts.scheme == "memory":
         from registry.store.memory import MemoryStore
 
         return MemoryStore()
-    if parts.scheme == "s3":
-        from registry.store.s3 import S3Store
-
-        return S3Store(url)
     if parts.scheme == "gs":
         from registry.store.gcs import GCSStore
 
         return GCSStore(url)
-    raise ConfigError(f"storage url {url!r}: unsupported scheme {parts.scheme!r} "
-                      "(use file:///path, a plain path, s3://bucket/prefix "
-                      "or gs://bucket/prefix)")
+    from registry.store.s3 import S3Store
+
+    return S3Store(url)
 
 
 async def file_chunks(path: Path) -> AsyncIterator[bytes]:

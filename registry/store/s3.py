@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import logging
 import math
 import os
 import re
+import socket
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
@@ -167,7 +170,9 @@ def parse_url(url: str) -> S3Settings:
     options: dict[str, Any] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name not in _OPTIONS:
-            raise bad(f"unknown option {name!r}")
+            close = difflib.get_close_matches(name, sorted(_OPTIONS), n=1)
+            raise bad(f"unknown option {name!r}" + (f" (did you mean {close[0]}?)" if close
+                                                     else f"; options: {', '.join(_OPTIONS)}"))
         if name in options:
             raise bad(f"{name} is given twice")
         convert, valid, why = _OPTIONS[name]
@@ -417,9 +422,33 @@ def _failures() -> Iterator[None]:
     except (BotoConnectionError, HTTPClientError, aiohttp.ClientPayloadError,
             aiohttp.ClientConnectionError) as error:
         # Refused, reset, closed mid-body, name not resolved, TLS failed.
-        raise StoreUnreachable(str(error)) from error
+        raise StoreUnreachable(_unreachable(error)) from error
     except (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError) as error:
-        raise StoreAccessDenied(str(error)) from error
+        raise StoreAccessDenied(f"no usable credentials: {error}") from error
+
+
+def _unreachable(error: Exception) -> str:
+    """``endpoint: how`` - refused, name not resolved, reset, TLS - from the OS error botocore
+    and aiohttp wrap: "could not connect" alone does not tell a typo from a firewall."""
+    endpoint = getattr(error, "kwargs", {}).get("endpoint_url")
+    where = ""
+    if isinstance(endpoint, str):
+        parts = urlsplit(endpoint)  # the origin: the rest is the bucket and key
+        where = f"{parts.scheme}://{parts.netloc}: "
+    cause: BaseException | None = error
+    for _ in range(8):  # botocore -> aiohttp (an OSError itself) -> OSError; bounded
+        kwargs = getattr(cause, "kwargs", None)
+        inner = kwargs.get("error") if isinstance(kwargs, dict) else None
+        inner = inner if isinstance(inner, BaseException) else getattr(cause, "os_error", None)
+        if inner is None and isinstance(cause, OSError):
+            break
+        cause = inner or (cause.__cause__ or cause.__context__ if cause else None)
+    how = ("connection refused" if isinstance(cause, ConnectionRefusedError)
+           else "connection reset" if isinstance(cause, ConnectionResetError)
+           else "host name not resolved" if isinstance(cause, socket.gaierror)
+           else f"TLS failed: {cause}" if isinstance(cause, ssl.SSLError)
+           else str(error))
+    return f"{where}{how}"
 
 
 def _answered(error: ClientError) -> StoreError:

@@ -88,6 +88,7 @@ _IDENTITY = {"Accept-Encoding": "identity"}
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
+ResponseHook = Callable[[httpx.Response], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +141,7 @@ class Upstream:
     def __init__(self, registry: str, config: UpstreamConfig, *,
                  transport: httpx.AsyncBaseTransport | None = None, sleep: Sleep = asyncio.sleep,
                  clock: Clock = time.monotonic, page_size: int = PAGE_SIZE,
-                 chunk_size: int = CHUNK_SIZE) -> None:
+                 chunk_size: int = CHUNK_SIZE, on_response: ResponseHook | None = None) -> None:
         self.registry = registry
         self.config = config
         self.page_size = page_size
@@ -157,7 +158,9 @@ class Upstream:
             # The semaphore bounds requests; the pool only needs to keep their connections.
             limits=httpx.Limits(max_connections=None,
                                 max_keepalive_connections=config.concurrency),
-            headers={"User-Agent": USER_AGENT}, follow_redirects=False)
+            headers={"User-Agent": USER_AGENT}, follow_redirects=False,
+            # Sees every response's headers (regfront check reports rate-limit headers).
+            event_hooks={"response": [on_response]} if on_response else None)
         self._auth = Authenticator(self._client, config.credentials, registry, clock)
 
     def _verify(self) -> ssl.SSLContext | bool:

@@ -1,0 +1,163 @@
+"""What the ``regfront`` command says when something fails that can fail without a bug: one line
+naming what failed (a store by its URL without query or credentials, and its endpoint; an
+upstream), why, and what fixes it.
+
+The failures are the typed ones the packages raise (``EXPECTED``); anything else out of a
+command is a bug and the command says so, with its traceback under ``--debug``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from registry.errors import ConfigError, RegistryError
+from registry.store.errors import (
+    StoreAccessDenied,
+    StoreError,
+    StoreRejected,
+    StoreServerError,
+    StoreThrottled,
+    StoreTimeout,
+    StoreUnreachable,
+)
+from registry.upstream.errors import UpstreamAuthError, UpstreamError, UpstreamUnavailable
+
+EXPECTED: tuple[type[BaseException], ...] = (
+    ConfigError, RegistryError, StoreError, UpstreamError,
+    # A path the user named: a config file, a directory, a certificate.
+    FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+CREDENTIALS_FIX = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (on Google Cloud: an HMAC "
+                   "key), or AWS_PROFILE, or run with a role: IRSA or Pod Identity on EKS, the "
+                   "instance or task role on EC2/ECS, on GKE workload identity reading the HMAC "
+                   "key's secret")
+_ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def leaf(error: BaseException) -> BaseException:
+    """The first failure inside the exception groups concurrent work raises."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
+def store_label(url: str) -> str:
+    """The store's URL as it may be shown: no query (options), no user or password."""
+    parts = urlsplit(url)
+    if parts.scheme in ("", "file"):
+        return str(Path(parts.path if parts.scheme else url))
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+def store_endpoint(url: str) -> str | None:
+    """Where an S3 store's requests go: its ``?endpoint=``, else the AWS variables; None for
+    AWS itself and for stores that are not S3."""
+    if urlsplit(url).scheme != "s3":
+        return None
+    from registry.store.s3 import parse_url
+
+    try:
+        endpoint = parse_url(url).endpoint
+    except ConfigError:
+        return None
+    return endpoint or next((os.environ[v] for v in _ENDPOINT_ENV if os.environ.get(v)), None)
+
+
+def describe_store(url: str) -> str:
+    """``store s3://bucket/prefix at http://host:port`` (or ``on AWS S3``): a store line's
+    start."""
+    endpoint = store_endpoint(url)
+    where = (f" at {endpoint}" if endpoint else " on AWS S3" if urlsplit(url).scheme == "s3"
+             else "")
+    return f"store {store_label(url)}{where}"
+
+
+def store_fix(url: str, error: StoreError) -> str:
+    """What to do about ``error`` from the store at ``url``."""
+    s3 = urlsplit(url).scheme == "s3"
+    cause = error.__cause__
+    code = str(getattr(cause, "response", {}).get("Error", {}).get("Code", ""))
+    bucket = urlsplit(url).netloc
+    if isinstance(error, StoreAccessDenied):
+        if not s3:
+            return (f"let this user (uid {os.getuid()}) read and write {store_label(url)}, "
+                    "or choose another --storage")
+        if not code:  # no answer was asked for: the AWS chain found no credentials
+            return CREDENTIALS_FIX
+        if code == "InvalidAccessKeyId":
+            return ("this endpoint does not know the access key: are these keys for another "
+                    "account or cloud? check ?endpoint= and the credentials in use")
+        if code == "SignatureDoesNotMatch":
+            return "the secret key does not belong to the access key, or ?region= is wrong"
+        if code in ("ExpiredToken", "TokenRefreshRequired", "InvalidToken"):
+            return "the session credentials expired: renew them (aws sso login, or the role)"
+        return (f"grant this identity s3:ListBucket, s3:GetObject (and s3:PutObject, "
+                f"s3:DeleteObject where regfront writes) on bucket {bucket}")
+    if isinstance(error, StoreUnreachable):
+        text = str(error)
+        if not s3:
+            return "check the store's path and its disk"
+        if "not resolved" in text:
+            return ("check the host in ?endpoint= (with virtual-host addressing the bucket is "
+                    "part of the host name: try ?addressing=path)")
+        if "TLS" in text:
+            return "trust the endpoint's CA (AWS_CA_BUNDLE=/path/ca.pem) or fix its certificate"
+        return ("check that the store runs there and the host and port are right: set them "
+                "with ?endpoint=URL in the storage URL (or AWS_ENDPOINT_URL_S3)")
+    if isinstance(error, StoreTimeout):
+        return ("check the network path to the endpoint (firewall, proxy, VPC endpoint); if it "
+                "is only slow, raise ?connect_timeout= and ?read_timeout=")
+    if isinstance(error, StoreRejected):
+        if code == "NoSuchBucket":
+            return (f"create bucket {bucket} (terraform/) or fix the bucket name; on another "
+                    "cloud, set ?endpoint=")
+        if code in ("PermanentRedirect", "AuthorizationHeaderMalformed",
+                    "IllegalLocationConstraintException"):
+            return f"set ?region= to bucket {bucket}'s region"
+        return "check the storage URL and the bucket's settings"
+    if isinstance(error, StoreThrottled):
+        return "the store asks for fewer requests: retry later, or lower sync.blob_concurrency"
+    if isinstance(error, StoreServerError):
+        return "the store failed on its side: retry later" + ("" if s3 else "; check the disk")
+    return "retry later"
+
+
+def explain_store(url: str, error: StoreError, doing: str = "") -> str:
+    """One line: which store, what it was asked (``doing``), what went wrong, the fix."""
+    what = f"{doing}: " if doing else ""
+    return f"{describe_store(url)}: {what}{store_problem(url, error)} - fix: " \
+           f"{store_fix(url, error)}"
+
+
+def store_problem(url: str, error: StoreError) -> str:
+    """What went wrong, without the endpoint ``describe_store`` already names."""
+    endpoint = store_endpoint(url)
+    text = str(error)
+    if endpoint:  # the S3 store names the endpoint it could not reach: said once is enough
+        text = text.removeprefix(f"{endpoint.rstrip('/')}: ")
+    return text
+
+
+def upstream_fix(error: UpstreamError) -> str:
+    """What to do about ``error`` from an upstream registry."""
+    if isinstance(error, UpstreamAuthError):
+        return ("check the upstream's credentials: the environment variables or files its "
+                "credentials: section names are set, and the token is valid for reading")
+    if isinstance(error, UpstreamUnavailable):
+        return ("check that this machine reaches it (proxy: HTTPS_PROXY; firewall), or put a "
+                "reachable mirror first in its urls:")
+    return "check the repository and tag names"
+
+
+def explain(error: BaseException) -> str:
+    """One line for an ``EXPECTED`` failure met outside a known store or upstream."""
+    error = leaf(error)
+    if isinstance(error, StoreError):
+        return f"store: {error}"  # the caller did not say which: the message may
+    if isinstance(error, UpstreamError):
+        return f"{error} - fix: {upstream_fix(error)}"
+    if isinstance(error, OSError):
+        return f"{error.filename}: {error.strerror}" if error.filename else str(error)
+    return str(error)
