@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from tests.e2e.harness import (
     serving_regfront,
     serving_registry2,
 )
+from tests.e2e.relay import HoldingRelay
 from tests.images import Layout, fleet_layout
 
 pytestmark = pytest.mark.e2e
@@ -244,58 +246,104 @@ def _sync(config: Path, *args: str, timeout: float = 60) -> dict[str, Any]:
     return summary
 
 
-def test_sigkill_at_any_point_leaves_no_broken_tag_and_the_rerun_completes(
+def _until(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
+    """Poll a condition on the store (nothing can tell the test of it) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _tags_now(store: Path, name: str) -> list[str]:
+    directory = store / layout.tags_dir(name)
+    return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+
+
+def _tagged(store: Path, name: str, tags: list[str]) -> bool:
+    return _tags_now(store, name) == tags
+
+
+def _staging(store: Path, digest: str) -> list[Path]:
+    """Partial objects beside where ``digest``'s blob goes: an upload under way, or killed."""
+    final = store / layout.blob_data(Digest.parse(digest))
+    return list(final.parent.glob(f"{final.name}?*")) if final.parent.is_dir() else []
+
+
+def _blob_sizes(fleet: Layout, tags: list[str]) -> dict[str, int]:
+    return {blob["digest"]: blob["size"] for tag in tags
+            for blob in [_manifest(fleet, tag)["config"], *_manifest(fleet, tag)["layers"]]}
+
+
+def _sync_argv(config: Path) -> list[str]:
+    return [regfront_binary(), "sync", "--config", str(config), "--once", "--json",
+            "--rule", "app"]
+
+
+def test_sigkill_mid_blob_leaves_no_broken_tag_and_the_rerun_fetches_only_the_rest(
         upstream: Upstream, tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    config = tmp_path / "regfront.yaml"
-    # A slow upstream (requests rate-limited), so kills land in the middle of the copy.
-    config.write_text(config_text(upstream.registry.url, store).replace(
-        f'urls: ["{upstream.registry.url}"]',
-        f'urls: ["{upstream.registry.url}"]\n    rate_limit: 20'))
-    total = _unique_blob_bytes(upstream.layout, APP_SELECTED)
-    for delay in (0.3, 0.6, 0.9):
-        process = subprocess.Popen([regfront_binary(), "sync", "--config", str(config),
-                                    "--once", "--json", "--rule", "app"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   env=clean_env("REGFRONT_"))
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-        if store.exists():
+    """Each run is killed while a blob is half sent and its upload open in the store: first in
+    a layer every image needs (nothing tagged yet), then in the last tag's own layer once the
+    other tags are committed."""
+    store, config = tmp_path / "store", tmp_path / "regfront.yaml"
+    name = "docker.io/library/app"
+    base = _manifest(upstream.layout, APP_SELECTED[0])["layers"][0]["digest"]
+    own = _manifest(upstream.layout, APP_SELECTED[-1])["layers"][-1]["digest"]
+    assert all(base in json.dumps(_manifest(upstream.layout, t)) for t in APP_SELECTED)
+    assert not any(own in json.dumps(_manifest(upstream.layout, t)) for t in APP_SELECTED[:-1])
+    with HoldingRelay(upstream.registry.url).serving() as relay:
+        config.write_text(config_text(relay.url, store))
+        for held, committed in ((base, []), (own, APP_SELECTED[:-1])):
+            relay.arm(held)
+            process = subprocess.Popen(_sync_argv(config), stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, env=clean_env("REGFRONT_"))
+            try:
+                assert relay.holding.wait(60), "the sync never fetched the held blob"
+                _until(functools.partial(_staging, store, held), "the held blob's upload")
+                _until(functools.partial(_tagged, store, name, committed), f"tags {committed}")
+            finally:
+                process.send_signal(signal.SIGKILL)
+                process.wait(timeout=10)
+            assert process.returncode == -signal.SIGKILL  # killed, not finished
+            assert _staging(store, held)  # the upload it was in the middle of, left behind
+            assert not (store / layout.blob_data(Digest.parse(held))).exists()
+            assert _tags_now(store, name) == committed
             assert_every_tag_complete(store)
-    present = sum(p.stat().st_size for p in (store / "docker/registry/v2/blobs").rglob("data")
-                  ) if store.exists() else 0
+    sizes = _blob_sizes(upstream.layout, APP_SELECTED)
+    missing = {d: n for d, n in sizes.items()
+               if not (store / layout.blob_data(Digest.parse(d))).exists()}
+    assert base not in missing  # the second run committed it
+    assert own in missing
+    config.write_text(config_text(upstream.registry.url, store))
     summary = _sync(config, "--rule", "app")
     assert summary["exit"] == 0, summary
     assert summary["failures"] == []
     # Only what the killed runs had not committed is downloaded again.
-    assert summary["bytes_downloaded"] <= total - present + _largest_blob(upstream, APP_SELECTED)
-    assert _tags(store, "docker.io/library/app") == APP_SELECTED
+    assert summary["bytes_downloaded"] == sum(missing.values())
+    assert _tags(store, name) == APP_SELECTED
     assert_every_tag_complete(store)
 
 
-def _largest_blob(upstream: Upstream, tags: list[str]) -> int:
-    """An interrupted blob is downloaded again: at most one per blob in flight when killed."""
-    sizes = [int(b["size"]) for t in tags for b in _manifest(upstream.layout, t)["layers"]]
-    return 4 * max(sizes)  # sync.blob_concurrency's default
-
-
 def test_two_workers_on_one_rule_one_runs(upstream: Upstream, tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    config = tmp_path / "regfront.yaml"
-    config.write_text(config_text(upstream.registry.url, store).replace(
-        f'urls: ["{upstream.registry.url}"]',
-        f'urls: ["{upstream.registry.url}"]\n    rate_limit: 20'))
-    argv = [regfront_binary(), "sync", "--config", str(config), "--once", "--json",
-            "--rule", "app"]
-    workers = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=clean_env("REGFRONT_")) for _ in range(2)]
-    outputs = [w.communicate(timeout=60)[0] for w in workers]
+    """The second worker starts while the first is held mid-copy: it finds the lease held."""
+    store, config = tmp_path / "store", tmp_path / "regfront.yaml"
+    base = _manifest(upstream.layout, APP_SELECTED[0])["layers"][0]["digest"]
+    with HoldingRelay(upstream.registry.url).serving() as relay:
+        config.write_text(config_text(relay.url, store))
+        relay.arm(base)
+        first = subprocess.Popen(_sync_argv(config), stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True,
+                                 env=clean_env("REGFRONT_"))
+        try:
+            assert relay.holding.wait(60), "the first worker never fetched the held blob"
+            second = subprocess.run(_sync_argv(config), capture_output=True, text=True,
+                                    timeout=60, env=clean_env("REGFRONT_"), check=False)
+        finally:
+            relay.release.set()
+        outputs = [first.communicate(timeout=60)[0], second.stdout]
     summaries = [json.loads(line) for out in outputs for line in out.splitlines()
                  if '"summary"' in line]
-    assert sorted(len(s["rules_skipped"]) for s in summaries) == [0, 1]
-    ran = next(s for s in summaries if not s["rules_skipped"])
-    assert ran["images"] == len(APP_SELECTED)
+    assert [s["rules_skipped"] for s in summaries] == [[], ["app"]]
+    assert summaries[0]["images"] == len(APP_SELECTED)
     assert _tags(store, "docker.io/library/app") == APP_SELECTED
 
 
