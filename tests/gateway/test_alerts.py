@@ -42,8 +42,9 @@ def _used(text: str) -> set[str]:
 def test_alert_rules_parse_and_use_exported_metrics() -> None:
     rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yaml").read_text())
     alerts = [r for group in rules["groups"] for r in group["rules"]]
-    assert {a["alert"] for a in alerts} >= {"RegfrontErrorRate", "RegfrontReplicaUnhealthy",
-                                            "RegfrontUpstreamDown", "RegfrontSyncStale"}
+    assert {a["alert"] for a in alerts} >= {"RegfrontErrorRate", "RegfrontFallbacks",
+                                            "RegfrontReplicaUnhealthy", "RegfrontUpstreamDown",
+                                            "RegfrontSyncStale"}
     used = set().union(*(_used(a["expr"]) for a in alerts))
     assert used <= _exported(), used - _exported()
 
@@ -52,5 +53,5 @@ def test_dashboard_uses_exported_metrics() -> None:
     dashboard = json.loads((DEPLOY / "grafana" / "regfront.json").read_text())
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     used = set().union(*(_used(e) for e in exprs))
-    assert used
+    assert "regfront_fallbacks" in used  # the count that says a fleet went to the upstream
     assert used <= _exported(), used - _exported()
