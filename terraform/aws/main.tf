@@ -8,7 +8,7 @@ data "aws_region" "current" {}
 locals {
   prefix     = trim(var.storage_prefix, "/")
   key_prefix = local.prefix == "" ? "" : "${local.prefix}/"
-  store_url  = "s3://${module.bucket.bucket_id}${local.prefix == "" ? "" : "/${local.prefix}"}?region=${data.aws_region.current.name}"
+  store_url  = "s3://${module.bucket.bucket_id}${local.prefix == "" ? "" : "/${local.prefix}"}?region=${data.aws_region.current.region}"
   replicate  = length(var.replicas) > 0
 }
 

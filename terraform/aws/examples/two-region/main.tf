@@ -41,6 +41,13 @@ module "gateway_primary" {
   subnet_ids          = var.networks[var.primary_region].subnet_ids
   allowed_cidr_blocks = var.networks[var.primary_region].allowed_cidr_blocks
   tags                = var.tags
+
+  s3_endpoint_vpcs = {
+    main = {
+      vpc_id          = var.networks[var.primary_region].vpc_id
+      route_table_ids = var.networks[var.primary_region].route_table_ids
+    }
+  }
 }
 
 module "gateway_secondary" {
@@ -61,4 +68,11 @@ module "gateway_secondary" {
   subnet_ids          = var.networks[var.secondary_region].subnet_ids
   allowed_cidr_blocks = var.networks[var.secondary_region].allowed_cidr_blocks
   tags                = var.tags
+
+  s3_endpoint_vpcs = {
+    main = {
+      vpc_id          = var.networks[var.secondary_region].vpc_id
+      route_table_ids = var.networks[var.secondary_region].route_table_ids
+    }
+  }
 }

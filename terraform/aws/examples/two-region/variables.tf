@@ -21,11 +21,12 @@ variable "images" {
 }
 
 variable "networks" {
-  description = "Per region: the VPC, its private subnets, and the nodes' CIDR blocks allowed to reach the gateway."
+  description = "Per region: the VPC, its private subnets, the nodes' CIDR blocks allowed to reach the gateway, and the route tables (the nodes' and the gateway's subnets') that get an S3 gateway endpoint."
   type = map(object({
     vpc_id              = string
     subnet_ids          = list(string)
     allowed_cidr_blocks = list(string)
+    route_table_ids     = list(string)
   }))
 }
 

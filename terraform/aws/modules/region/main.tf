@@ -7,7 +7,7 @@ data "aws_partition" "current" {}
 data "aws_region" "current" {}
 
 locals {
-  region       = data.aws_region.current.name
+  region       = data.aws_region.current.region
   prefix       = trim(var.storage_prefix, "/")
   key_prefix   = local.prefix == "" ? "" : "${local.prefix}/"
   path         = local.prefix == "" ? "" : "/${local.prefix}"

@@ -67,3 +67,8 @@ output "log_group_name" {
   description = "CloudWatch log group of the gateway."
   value       = aws_cloudwatch_log_group.this.name
 }
+
+output "s3_endpoint_ids" {
+  description = "IDs of the S3 gateway endpoints, by the names in `s3_endpoint_vpcs`."
+  value       = { for name, endpoint in aws_vpc_endpoint.this : name => endpoint.id }
+}

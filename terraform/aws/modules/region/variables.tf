@@ -98,6 +98,21 @@ variable "allowed_cidr_blocks" {
   type        = list(string)
 }
 
+variable "s3_gateway_endpoint" {
+  description = "Create an S3 gateway VPC endpoint in each VPC of `s3_endpoint_vpcs`, so nodes fetch the pre-signed blob URLs without a NAT gateway (no hourly or per-GB charge). Set false where those route tables already have an S3 endpoint: a route table takes one."
+  type        = bool
+  default     = true
+}
+
+variable "s3_endpoint_vpcs" {
+  description = "The VPCs of this region that get the S3 gateway endpoint, by a name of your choice: each with the route tables of the subnets that pull - the nodes' and the gateway's (`subnet_ids`), and in the primary's region the sync task's."
+  type = map(object({
+    vpc_id          = string
+    route_table_ids = list(string)
+  }))
+  default = {}
+}
+
 variable "internal" {
   description = "Make the load balancer internal (reachable from the VPC and what is peered with it only)."
   type        = bool
