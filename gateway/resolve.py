@@ -214,7 +214,11 @@ class Resolver:
             return None
         url = self.urls.get(blob.digest)
         if url is None:
-            signed = await signer.presign_get(layout.blob_data(blob.digest), self.presign_expiry)
+            # Through the StoreSet too: signing may call out (credentials, GCS's signBlob).
+            key = layout.blob_data(blob.digest)
+            _, signed = await self.stores.first(
+                lambda _: signer.presign_get(key, self.presign_expiry), key,
+                operation="presign", only=self.stores.entry(blob.store))
             url = self.urls[blob.digest] = signed.encode("latin-1")
         return url
 
