@@ -96,8 +96,11 @@ class Lease:
     def check(self, what: str) -> None:
         """Raise ``LeaseLost`` unless the lease is held with ``margin`` to spare: call it
         before committing ``what``."""
-        if self._version is not None and self.remaining() < self.margin:
-            self._lose(f"lease expired ({self.remaining():.1f}s left, renewals failing)")
+        left = self.remaining()
+        if self._version is not None and left < self.margin:
+            self._lose("lease expired (not renewed in time)" if left <= 0 else
+                       f"lease expiring ({left:.1f}s left, under the {self.margin:.1f}s margin: "
+                       "not renewed in time)")
         if self._version is None:
             reason = self.lost or "lease not held"
             raise LeaseLost(f"rule {self.rule!r}: {reason}; stopped before committing {what}")

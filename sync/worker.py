@@ -1,8 +1,9 @@
 """Running mirror rules: once (a CronJob, a Cloud Run job) or forever on their schedules.
 
 Each rule runs under its lease, against the primary store (the last ``storage:`` entry: the
-replicas follow it by bucket replication). One image failing is recorded and the rule goes on;
-the run's exit status says whether anything failed.
+replicas follow it by bucket replication), and every commit checks the lease first: a worker
+that lost it stops the rule and commits nothing more (sync/lease.py). One image failing is
+recorded and the rule goes on; the run's exit status says whether anything failed.
 """
 
 from __future__ import annotations

@@ -75,7 +75,8 @@ async def test_check_passes_with_the_margin_left_and_fails_inside_it() -> None:
     time.advance(TTL - held.margin)
     held.check("tag x")  # exactly the margin left: still fine
     time.advance(0.5)
-    with pytest.raises(LeaseLost, match=r"lease expired .* stopped before committing tag x"):
+    with pytest.raises(LeaseLost, match=r"lease expiring \(7\.0s left, under the 7\.5s margin"
+                       r".* stopped before committing tag x"):
         held.check("tag x")
     assert held.lost is not None
     assert not held.held
