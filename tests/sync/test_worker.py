@@ -138,6 +138,7 @@ async def test_queued_misses_are_copied_or_dropped_and_cleared_once_handled() ->
     assert uncovered in store.memory.objects
     assert tags(store, "docker.io/library/other") == []
     assert any(f.startswith(f"{NAME}:gone: ") for f in result.stats.failures)
+    assert any(f.startswith(f"{NAME}:4: ") for f in result.stats.failures)  # corrupt: fired
 
 
 async def test_a_rule_another_worker_holds_is_skipped_untouched() -> None:
