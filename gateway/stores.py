@@ -173,8 +173,8 @@ class StoreSet:
             first, down, timeout, round = again, [], timeout * 2, round + 1
 
     async def each(self, call: Call[T], operation: str = "list") -> list[T]:
-        """Every answer the stores up give at once (listings are unions across replicas); when
-        none answers, one answer waited for as ``first`` waits."""
+        """The answers of the stores not marked down, each asked once (listings are unions
+        across replicas); when none answers, one answer, waited for as ``first`` waits."""
         first, _ = self._order()
         answers = []
         for entry in first:
@@ -196,7 +196,7 @@ class StoreSet:
                     result = await call(entry.store)
             outcome = "ok"
         except asyncio.CancelledError:
-            outcome = "cancelled"  # the caller went away (the lookups themselves never do)
+            outcome = "cancelled"  # a caller that went away, or shutdown
             raise
         except NotFound:
             outcome = "not_found"
