@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps checkov-venv bench-deps run test lint typecheck unit e2e bench bench-quick clean
+.PHONY: install system-deps emulators checkov-venv bench-deps run test lint typecheck unit e2e bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# containerd, skopeo, docker-registry (registry:2) and htpasswd (apache2-utils) for the tests.
+# containerd, skopeo, docker-registry (registry:2) and htpasswd (apache2-utils) for the tests;
+# node and npm for Azurite.
 system-deps:
-	bash .ci/debian-packages.sh containerd skopeo docker-registry apache2-utils
+	bash .ci/debian-packages.sh containerd skopeo docker-registry apache2-utils nodejs npm
+
+# The storage emulators the store tests start (tests/emulators.py): fake-gcs-server comes with
+# the dev extra; Azurite (az://) from npm, inside .venv so that `make clean` and .gitignore
+# cover it. 3.35.0 is the last Azurite that runs on Debian's node 20 (3.36 needs node 21).
+AZURITE_VERSION := 3.35.0
+AZURITE_STAMP   := $(VENV)/npm/.installed-azurite-$(AZURITE_VERSION)
+$(AZURITE_STAMP): | $(STAMP)
+	npm install --prefix $(VENV)/npm --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
+	touch $@
+
+emulators: system-deps $(AZURITE_STAMP)
 
 # checkov in a venv of its own (its dependencies clash with the dev extra's pins), inside .venv
 # so that `make clean` and .gitignore cover it. tests/deploy/test_checkov.py runs it.
@@ -53,13 +65,13 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+unit: install emulators
 	$(BIN)/pytest tests --ignore=tests/e2e
 
-e2e: install system-deps
+e2e: install system-deps emulators
 	$(BIN)/pytest tests/e2e
 
-test: install system-deps checkov-venv lint typecheck
+test: install system-deps emulators checkov-venv lint typecheck
 	$(BIN)/pytest
 
 clean:

@@ -10,6 +10,7 @@ declare -A command_of=(
     [apache2-utils]=ab
     [hey]=hey
     [util-linux]=taskset
+    [nodejs]=node
 )
 
 missing=()

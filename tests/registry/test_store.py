@@ -1,5 +1,5 @@
 """The store conformance suite: every backend must pass all of it (memory, file, S3 on moto,
-GCS on fake-gcs-server)."""
+GCS on fake-gcs-server, Azure on Azurite)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from registry.store import NotFound, ObjectStore, PreconditionFailed, check_key, open_store
+from registry.store.azure import AzureStore
 from registry.store.file import FileStore
 from registry.store.gcs import GCSStore
 from registry.store.memory import MemoryStore
@@ -20,6 +21,7 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], ObjectStore]] = {
     "file": lambda request, tmp: FileStore(str(tmp / "store")),
     "s3": lambda request, tmp: S3Store(request.getfixturevalue("s3_url")),
     "gcs": lambda request, tmp: GCSStore(request.getfixturevalue("gcs_url")),
+    "azure": lambda request, tmp: AzureStore(request.getfixturevalue("azure_url")),
 }
 
 
