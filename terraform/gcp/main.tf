@@ -1,11 +1,12 @@
 # regfront on Google Cloud: one dual- or multi-region bucket (GCS keeps the copies), the
-# gateway on Cloud Run in each region reading it through GCS's S3-compatible XML API with HMAC
-# keys, and the sync worker as a Cloud Run job that Cloud Scheduler starts.
+# gateway on Cloud Run in each region reading it through the native GCS store (gs://, as its
+# service account: no keys anywhere), and the sync worker as a Cloud Run job that Cloud
+# Scheduler starts.
 
 locals {
   prefix     = trim(var.storage_prefix, "/")
   key_prefix = local.prefix == "" ? "" : "${local.prefix}/"
-  store_url  = "s3://${google_storage_bucket.this.name}${local.prefix == "" ? "" : "/${local.prefix}"}?endpoint=https://storage.googleapis.com&region=auto"
+  store_url  = "gs://${google_storage_bucket.this.name}${local.prefix == "" ? "" : "/${local.prefix}"}"
 
   config      = merge(var.config, { storage = [{ url = local.store_url }] })
   config_yaml = yamlencode(local.config)
@@ -21,13 +22,6 @@ locals {
     "printf '%s\\n' \"$REGFRONT_CONFIG_YAML\" >/tmp/regfront.yaml && exec regfront \"$@\"",
     "regfront",
   ]
-
-  # Each identity signs with its own HMAC key; both halves live in Secret Manager.
-  hmac_secrets = {
-    for pair in setproduct(["gateway", "sync"], ["access-id", "secret"]) :
-    "${pair[0]}-${pair[1]}" => { identity = pair[0], half = pair[1] }
-    if pair[0] == "gateway" || var.sync_enabled
-  }
 }
 
 resource "google_storage_bucket" "this" {
@@ -101,7 +95,7 @@ resource "google_service_account" "scheduler" {
   display_name = "regfront sync schedule"
 }
 
-# The gateway reads everything (pre-signed blob URLs grant what its key grants) ...
+# The gateway reads everything (signed blob URLs grant what its service account may do) ...
 resource "google_storage_bucket_iam_member" "gateway_read" {
   bucket = google_storage_bucket.this.name
   role   = "roles/storage.objectViewer"
@@ -148,56 +142,15 @@ resource "google_storage_bucket_iam_member" "sync" {
   member = google_service_account.sync[0].member
 }
 
-################################################################################
-# HMAC keys for the S3-compatible API (reads, writes and URL signing), kept in Secret Manager
-# and handed to the containers as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. The secret half
-# is also in the Terraform state: keep the state private.
-################################################################################
-
-resource "google_storage_hmac_key" "gateway" {
-  project               = var.project_id
-  service_account_email = google_service_account.gateway.email
+# Blob redirects are V4 signed URLs that the gateway signs through IAM's signBlob as its own
+# service account (no key file on Cloud Run): it needs iam.serviceAccounts.signBlob on itself.
+resource "google_service_account_iam_member" "this" {
+  service_account_id = google_service_account.gateway.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = google_service_account.gateway.member
 }
 
-resource "google_storage_hmac_key" "sync" {
-  count = var.sync_enabled ? 1 : 0
-
-  project               = var.project_id
-  service_account_email = google_service_account.sync[0].email
-}
-
-resource "google_secret_manager_secret" "this" {
-  for_each = local.hmac_secrets
-
-  project   = var.project_id
-  secret_id = "${var.name}-${each.key}"
-  labels    = var.labels
-
-  replication {
-    auto {}
-  }
-}
-
-resource "google_secret_manager_secret_version" "this" {
-  for_each = local.hmac_secrets
-
-  secret = google_secret_manager_secret.this[each.key].id
-  secret_data = (each.value.identity == "gateway"
-    ? (each.value.half == "access-id" ? google_storage_hmac_key.gateway.access_id : google_storage_hmac_key.gateway.secret)
-    : (each.value.half == "access-id" ? google_storage_hmac_key.sync[0].access_id : google_storage_hmac_key.sync[0].secret)
-  )
-}
-
-resource "google_secret_manager_secret_iam_member" "hmac" {
-  for_each = local.hmac_secrets
-
-  project   = var.project_id
-  secret_id = google_secret_manager_secret.this[each.key].secret_id
-  role      = "roles/secretmanager.secretAccessor"
-  member    = each.value.identity == "gateway" ? google_service_account.gateway.member : google_service_account.sync[0].member
-}
-
-resource "google_secret_manager_secret_iam_member" "sync_secrets" {
+resource "google_secret_manager_secret_iam_member" "this" {
   for_each = var.sync_enabled ? var.sync_secrets : {}
 
   project   = var.project_id
@@ -254,26 +207,6 @@ resource "google_cloud_run_v2_service" "this" {
         value = tostring(var.workers)
       }
 
-      env {
-        name = "AWS_ACCESS_KEY_ID"
-        value_source {
-          secret_key_ref {
-            secret  = google_secret_manager_secret.this["gateway-access-id"].secret_id
-            version = "latest"
-          }
-        }
-      }
-
-      env {
-        name = "AWS_SECRET_ACCESS_KEY"
-        value_source {
-          secret_key_ref {
-            secret  = google_secret_manager_secret.this["gateway-secret"].secret_id
-            version = "latest"
-          }
-        }
-      }
-
       resources {
         limits = {
           cpu    = var.gateway_cpu
@@ -296,8 +229,7 @@ resource "google_cloud_run_v2_service" "this" {
   }
 
   depends_on = [
-    google_secret_manager_secret_version.this,
-    google_secret_manager_secret_iam_member.hmac,
+    google_service_account_iam_member.this,
     terraform_data.this,
   ]
 }
@@ -351,26 +283,6 @@ resource "google_cloud_run_v2_job" "this" {
           value = local.config_yaml
         }
 
-        env {
-          name = "AWS_ACCESS_KEY_ID"
-          value_source {
-            secret_key_ref {
-              secret  = google_secret_manager_secret.this["sync-access-id"].secret_id
-              version = "latest"
-            }
-          }
-        }
-
-        env {
-          name = "AWS_SECRET_ACCESS_KEY"
-          value_source {
-            secret_key_ref {
-              secret  = google_secret_manager_secret.this["sync-secret"].secret_id
-              version = "latest"
-            }
-          }
-        }
-
         dynamic "env" {
           for_each = var.sync_secrets
 
@@ -402,11 +314,7 @@ resource "google_cloud_run_v2_job" "this" {
     }
   }
 
-  depends_on = [
-    google_secret_manager_secret_version.this,
-    google_secret_manager_secret_iam_member.hmac,
-    google_secret_manager_secret_iam_member.sync_secrets,
-  ]
+  depends_on = [google_secret_manager_secret_iam_member.this]
 }
 
 resource "google_cloud_run_v2_job_iam_member" "this" {

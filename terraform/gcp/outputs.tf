@@ -38,11 +38,6 @@ output "sync_scheduler_job_name" {
   value       = one(google_cloud_scheduler_job.this[*].name)
 }
 
-output "hmac_secret_ids" {
-  description = "Secret Manager secrets holding the HMAC keys, by identity and half (e.g. gateway-secret)."
-  value       = { for key, secret in google_secret_manager_secret.this : key => secret.secret_id }
-}
-
 output "config_yaml" {
   description = "The regfront config the gateways and the sync job run with."
   value       = local.config_yaml
