@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from anyio import to_thread
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -28,11 +28,11 @@ class StatusCollector:
     """The last round as gauges, each labelled with the node (Prometheus may scrape through a
     Service whose own labels do not say which node a pod runs on)."""
 
-    def __init__(self, agent: Agent, node: str) -> None:
-        self.agent, self.node = agent, node
+    def __init__(self, status: Callable[[], Status], node: str) -> None:
+        self.status, self.node = status, node
 
     def collect(self) -> Iterable[Metric]:
-        status = self.agent.status
+        status = self.status()
         ready = GaugeMetricFamily(PREFIX + "ready", "1 while kubelet's pulls on this node "
                                   "reach the gateway (hosts files where the CRI reads them, "
                                   "probe answered by the gateway)", labels=["node"])
@@ -74,7 +74,7 @@ async def run_rounds(agent: Agent) -> None:
 
 def create_app(agent: Agent, node: str) -> Starlette:
     metrics = CollectorRegistry(auto_describe=False)
-    metrics.register(StatusCollector(agent, node))
+    metrics.register(StatusCollector(lambda: agent.status, node))
 
     async def readyz(request: Request) -> Response:
         status = agent.status

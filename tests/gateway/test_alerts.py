@@ -1,4 +1,5 @@
-"""The shipped alert rules and dashboard only use metrics the gateway exports."""
+"""The shipped alert rules and dashboard only use metrics regfront exports: the gateway's and
+the node agents'."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from gateway.freshness import Freshness
 from gateway.metrics import GatewayMetrics
 from gateway.stores import StorePolicy, StoreSet
 from gateway.syncwatch import SyncWatch
+from node.agent import Status
+from node.containerd import ImageSettings, plan
+from node.service import StatusCollector
 from registry.config import Config
 from registry.store.memory import MemoryStore
 
@@ -26,6 +30,8 @@ def _exported() -> set[str]:
     StoreSet([], StorePolicy(timeout=1, deadline=1, backoff=1, failures=1), metrics=metrics)
     names = {"regfront_" + name for name in metrics.registry.families}
     names |= {"regfront_" + name for name in metrics.registry.gauges}
+    status = Status(version="v2.2.7", plan=plan((2, 2), ImageSettings()), probes={"hub": True})
+    names |= {family.name for family in StatusCollector(lambda: status, "node-1").collect()}
     return names
 
 
@@ -44,7 +50,7 @@ def test_alert_rules_parse_and_use_exported_metrics() -> None:
     alerts = [r for group in rules["groups"] for r in group["rules"]]
     assert {a["alert"] for a in alerts} >= {"RegfrontErrorRate", "RegfrontFallbacks",
                                             "RegfrontReplicaUnhealthy", "RegfrontUpstreamDown",
-                                            "RegfrontSyncStale"}
+                                            "RegfrontSyncStale", "RegfrontNodeBypassesMirror"}
     used = set().union(*(_used(a["expr"]) for a in alerts))
     assert used <= _exported(), used - _exported()
 
@@ -54,4 +60,5 @@ def test_dashboard_uses_exported_metrics() -> None:
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     used = set().union(*(_used(e) for e in exprs))
     assert "regfront_fallbacks" in used  # the count that says a fleet went to the upstream
+    assert "regfront_node_ready" in used  # the nodes whose kubelet pulls bypass the gateway
     assert used <= _exported(), used - _exported()
