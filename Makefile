@@ -56,8 +56,9 @@ bench: bench-deps system-deps
 bench-quick: bench-deps system-deps
 	$(BIN)/python -m bench.run --quick
 
+# --access-log: a line per request, so "did my pull go through regfront?" is answered on screen.
 run: install
-	$(BIN)/regfront serve
+	$(BIN)/regfront serve --access-log
 
 lint: install
 	$(BIN)/ruff check .

@@ -70,10 +70,11 @@ def writes_primary(config: Config) -> bool:
 
 async def run_checks(config: Config, *, budget: float = DEFAULT_BUDGET,
                      transport: httpx.AsyncBaseTransport | None = None) -> list[Verdict]:
-    """Every store and upstream of ``config``, probed at once; verdicts in config order."""
+    """Every store and upstream of ``config``, probed at once; verdicts in config order.
+    ``transport`` carries the upstreams' requests (tests put a fake upstream there)."""
     write = writes_primary(config)
     last = len(config.storage) - 1
-    async with httpx.AsyncClient(transport=transport, timeout=10.0) as http:
+    async with httpx.AsyncClient(timeout=10.0) as http:  # signed URLs: as a node fetches them
         probes = [probe_store(s.url, role="primary" if i == last else "replica",
                               write=write and i == last, budget=budget, http=http)
                   for i, s in enumerate(config.storage)]

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, cast, get_args
@@ -43,6 +44,11 @@ class _Line(click.types.StringParamType):
 
 
 def _fail(message: str) -> NoReturn:
+    """Say ``message`` (a line per mistake) and exit 1; under --debug, the traceback of the
+    failure being handled first."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.find_root().params.get("debug") and sys.exc_info()[1]:
+        click.echo(traceback.format_exc().rstrip(), err=True)
     for line in message.splitlines():  # a config with several mistakes: a line each
         click.echo(f"regfront: {line}", err=True)
     sys.exit(1)
@@ -68,12 +74,9 @@ class _Main(click.Group):
         except Exception as error:
             # Not a catch-all answer: expected failures are told by type; anything else is
             # said to be a bug, and --debug shows where.
-            debug = bool(ctx.params.get("debug"))
             if isinstance(leaf(error), EXPECTED):
-                if debug:
-                    raise
                 _fail(explain(error))
-            if debug:
+            if ctx.params.get("debug"):
                 raise
             _fail(f"internal error, a bug: {type(leaf(error)).__name__}: {leaf(error)} - "
                   "run again with --debug (REGFRONT_DEBUG=1) for the traceback, and report it")

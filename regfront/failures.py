@@ -21,6 +21,7 @@ from registry.store.errors import (
     StoreThrottled,
     StoreTimeout,
     StoreUnreachable,
+    connection_failure,
 )
 from registry.upstream.errors import UpstreamAuthError, UpstreamError, UpstreamUnavailable
 
@@ -33,7 +34,13 @@ CREDENTIALS_FIX = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (on Google C
                    "key), or AWS_PROFILE, or run with a role: IRSA or Pod Identity on EKS, the "
                    "instance or task role on EC2/ECS, on GKE workload identity reading the HMAC "
                    "key's secret")
-_ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+GCS_CREDENTIALS_FIX = ("set GOOGLE_APPLICATION_CREDENTIALS to a service account key file, or "
+                       "run gcloud auth application-default login, or run with an identity: "
+                       "workload identity on GKE, the service's account on Cloud Run and GCE; "
+                       "it needs roles/storage.objectViewer (objectAdmin where regfront writes)")
+_ENDPOINT_ENV = {"s3": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+                 "gs": ("STORAGE_EMULATOR_HOST",)}
+_CLOUD = {"s3": "AWS S3", "gs": "Google Cloud Storage"}
 
 
 def leaf(error: BaseException) -> BaseException:
@@ -52,31 +59,38 @@ def store_label(url: str) -> str:
 
 
 def store_endpoint(url: str) -> str | None:
-    """Where an S3 store's requests go: its ``?endpoint=``, else the AWS variables; None for
-    AWS itself and for stores that are not S3."""
-    if urlsplit(url).scheme != "s3":
+    """Where a cloud store's requests go: its ``?endpoint=``, else the variables its library
+    reads; None for the cloud itself and for stores that are not in one."""
+    scheme = urlsplit(url).scheme
+    if scheme not in _ENDPOINT_ENV:
         return None
-    from registry.store.s3 import parse_url
-
+    if scheme == "s3":
+        from registry.store.s3 import parse_url
+    else:
+        from registry.store.gcs import parse_url  # type: ignore[assignment]
     try:
         endpoint = parse_url(url).endpoint
     except ConfigError:
         return None
-    return endpoint or next((os.environ[v] for v in _ENDPOINT_ENV if os.environ.get(v)), None)
+    return endpoint or next((os.environ[v] for v in _ENDPOINT_ENV[scheme] if os.environ.get(v)),
+                            None)
 
 
 def describe_store(url: str) -> str:
     """``store s3://bucket/prefix at http://host:port`` (or ``on AWS S3``): a store line's
     start."""
     endpoint = store_endpoint(url)
-    where = (f" at {endpoint}" if endpoint else " on AWS S3" if urlsplit(url).scheme == "s3"
-             else "")
+    cloud = _CLOUD.get(urlsplit(url).scheme)
+    where = f" at {endpoint}" if endpoint else f" on {cloud}" if cloud else ""
     return f"store {store_label(url)}{where}"
 
 
 def store_fix(url: str, error: StoreError) -> str:
     """What to do about ``error`` from the store at ``url``."""
-    s3 = urlsplit(url).scheme == "s3"
+    scheme = urlsplit(url).scheme
+    s3 = scheme == "s3"
+    if scheme == "gs":
+        return _gcs_fix(url, error)
     cause = error.__cause__
     code = str(getattr(cause, "response", {}).get("Error", {}).get("Code", ""))
     bucket = urlsplit(url).netloc
@@ -96,13 +110,13 @@ def store_fix(url: str, error: StoreError) -> str:
         return (f"grant this identity s3:ListBucket, s3:GetObject (and s3:PutObject, "
                 f"s3:DeleteObject where regfront writes) on bucket {bucket}")
     if isinstance(error, StoreUnreachable):
-        text = str(error)
+        how = connection_failure(error) or ""
         if not s3:
             return "check the store's path and its disk"
-        if "not resolved" in text:
+        if "not resolved" in how:
             return ("check the host in ?endpoint= (with virtual-host addressing the bucket is "
                     "part of the host name: try ?addressing=path)")
-        if "TLS" in text:
+        if "TLS" in how:
             return "trust the endpoint's CA (AWS_CA_BUNDLE=/path/ca.pem) or fix its certificate"
         return ("check that the store runs there and the host and port are right: set them "
                 "with ?endpoint=URL in the storage URL (or AWS_ENDPOINT_URL_S3)")
@@ -124,6 +138,22 @@ def store_fix(url: str, error: StoreError) -> str:
     return "retry later"
 
 
+def _gcs_fix(url: str, error: StoreError) -> str:
+    bucket = urlsplit(url).netloc
+    if isinstance(error, StoreAccessDenied):
+        return GCS_CREDENTIALS_FIX
+    if isinstance(error, StoreUnreachable):
+        if store_endpoint(url) is None and "metadata" in str(error).lower():
+            return GCS_CREDENTIALS_FIX  # no ADC: the library asked for a metadata server
+        return ("check that this machine reaches the endpoint (?endpoint=, or "
+                "STORAGE_EMULATOR_HOST for an emulator) and that it runs")
+    if isinstance(error, StoreRejected):
+        return f"check that bucket {bucket} exists (terraform/) and the storage URL"
+    if isinstance(error, StoreTimeout):
+        return "check the network path to Cloud Storage; if only slow, raise ?read_timeout="
+    return "retry later"
+
+
 def explain_store(url: str, error: StoreError, doing: str = "") -> str:
     """One line: which store, what it was asked (``doing``), what went wrong, the fix."""
     what = f"{doing}: " if doing else ""
@@ -137,7 +167,8 @@ def store_problem(url: str, error: StoreError) -> str:
     text = str(error)
     if endpoint:  # the S3 store names the endpoint it could not reach: said once is enough
         text = text.removeprefix(f"{endpoint.rstrip('/')}: ")
-    return text
+    how = connection_failure(error) if isinstance(error, StoreUnreachable) else None
+    return text if how is None or how in text else f"{how} ({text})"
 
 
 def upstream_fix(error: UpstreamError) -> str:

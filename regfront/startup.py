@@ -60,18 +60,18 @@ async def reach_store(url: str, budget: float) -> StoreError | None:
     return None
 
 
-def require_store(url: str, timeout: float, doing: str) -> None:
+def require_store(url: str, budget: float, doing: str) -> None:
     """Raise ``ConfigError`` naming the store, why and the fix unless it answers now."""
-    error = asyncio.run(reach_store(url, timeout))
+    error = asyncio.run(reach_store(url, budget))
     if error is not None:
         raise ConfigError(explain_store(url, error, doing))
 
 
-def report_stores(urls: Sequence[str], timeout: float) -> threading.Thread:
+def report_stores(urls: Sequence[str], budget: float) -> threading.Thread:
     """Log, beside the server's start, whether each store answers; the server does not wait:
     a store may come later, and a cold start (Cloud Run) must not pay for this."""
     async def probe_all() -> None:
-        errors = await asyncio.gather(*(reach_store(url, timeout) for url in urls))
+        errors = await asyncio.gather(*(reach_store(url, budget) for url in urls))
         for url, error in zip(urls, errors, strict=True):
             if error is None:
                 logger.info("%s answers", describe_store(url))

@@ -23,7 +23,7 @@ _UNION_LABEL = re.compile(r"^[A-Z]|\[")
 
 def did_you_mean(word: str, known: Iterable[str]) -> str:
     """`` (did you mean X?)`` for the known word closest to a misspelt ``word``; else empty."""
-    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.75)
     return f" (did you mean {close[0]}?)" if close else ""
 
 

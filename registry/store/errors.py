@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+import ssl
 from collections.abc import Iterator
 from typing import ClassVar
 
@@ -77,6 +78,30 @@ def from_os_error(error: OSError) -> StoreError:
     if isinstance(error, ConnectionError | socket.gaierror) or error.errno in _UNREACHABLE_ERRNOS:
         return StoreUnreachable(repr(error))
     return StoreServerError(repr(error))  # EIO, ENOSPC and the like: the store's machinery
+
+
+def connection_failure(error: BaseException) -> str | None:
+    """How a connection failed - ``connection refused``, ``connection reset``, ``host name not
+    resolved``, ``TLS failed: ...`` - from the OS error the HTTP libraries wrap (botocore ->
+    aiohttp -> OSError); None if there is none. "Could not connect" alone does not tell a typo
+    from a firewall."""
+    cause: BaseException | None = error
+    for _ in range(8):  # bounded: a cycle of causes must not hang an error message
+        if cause is None:
+            return None
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset"
+        if isinstance(cause, socket.gaierror):
+            return "host name not resolved"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed: {cause.reason or cause}"
+        kwargs = getattr(cause, "kwargs", None)  # botocore keeps the cause here
+        inner = kwargs.get("error") if isinstance(kwargs, dict) else None
+        cause = (inner if isinstance(inner, BaseException) else None) or getattr(
+            cause, "os_error", None) or cause.__cause__ or cause.__context__  # aiohttp: os_error
+    return None
 
 
 @contextlib.contextmanager

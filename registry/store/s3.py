@@ -24,8 +24,6 @@ import logging
 import math
 import os
 import re
-import socket
-import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
@@ -56,6 +54,7 @@ from registry.store.errors import (
     StoreThrottled,
     StoreTimeout,
     StoreUnreachable,
+    connection_failure,
 )
 
 logger = logging.getLogger("regfront.store")
@@ -170,7 +169,7 @@ def parse_url(url: str) -> S3Settings:
     options: dict[str, Any] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name not in _OPTIONS:
-            close = difflib.get_close_matches(name, sorted(_OPTIONS), n=1)
+            close = difflib.get_close_matches(name, sorted(_OPTIONS), n=1, cutoff=0.75)
             raise bad(f"unknown option {name!r}" + (f" (did you mean {close[0]}?)" if close
                                                      else f"; options: {', '.join(_OPTIONS)}"))
         if name in options:
@@ -428,27 +427,12 @@ def _failures() -> Iterator[None]:
 
 
 def _unreachable(error: Exception) -> str:
-    """``endpoint: how`` - refused, name not resolved, reset, TLS - from the OS error botocore
-    and aiohttp wrap: "could not connect" alone does not tell a typo from a firewall."""
+    """``endpoint: how`` (refused, not resolved, reset, TLS): the endpoint's origin only, the
+    rest of the URL being the bucket and key."""
     endpoint = getattr(error, "kwargs", {}).get("endpoint_url")
-    where = ""
-    if isinstance(endpoint, str):
-        parts = urlsplit(endpoint)  # the origin: the rest is the bucket and key
-        where = f"{parts.scheme}://{parts.netloc}: "
-    cause: BaseException | None = error
-    for _ in range(8):  # botocore -> aiohttp (an OSError itself) -> OSError; bounded
-        kwargs = getattr(cause, "kwargs", None)
-        inner = kwargs.get("error") if isinstance(kwargs, dict) else None
-        inner = inner if isinstance(inner, BaseException) else getattr(cause, "os_error", None)
-        if inner is None and isinstance(cause, OSError):
-            break
-        cause = inner or (cause.__cause__ or cause.__context__ if cause else None)
-    how = ("connection refused" if isinstance(cause, ConnectionRefusedError)
-           else "connection reset" if isinstance(cause, ConnectionResetError)
-           else "host name not resolved" if isinstance(cause, socket.gaierror)
-           else f"TLS failed: {cause}" if isinstance(cause, ssl.SSLError)
-           else str(error))
-    return f"{where}{how}"
+    parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
+    where = f"{parts.scheme}://{parts.netloc}: " if parts else ""
+    return where + (connection_failure(error) or str(error))
 
 
 def _answered(error: ClientError) -> StoreError:

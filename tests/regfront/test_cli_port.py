@@ -20,6 +20,9 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
         calls.append((host, port))
 
     monkeypatch.setattr("uvicorn.run", run)
+    # Where, not whether: the bind test and the store report have tests of their own.
+    monkeypatch.setattr("regfront.startup.check_listen", lambda host, port, set_by: None)
+    monkeypatch.setattr("regfront.startup.report_stores", lambda urls, budget: None)
     for name in ("PORT", "REGFRONT_LISTEN", "REGFRONT_CONFIG", "REGFRONT_STORAGE"):
         monkeypatch.delenv(name, raising=False)
     # serve hands the config to its workers through this variable: restored after the test.

@@ -42,6 +42,12 @@ def test_regfront_keys_live_outside_distributions_tree() -> None:
     assert layout.referrers_tag(DIGEST) == f"sha256-{HEX}"
 
 
+def test_check_probe_keys() -> None:
+    """What regfront check writes, reads back and deletes; it lists the directory."""
+    assert layout.check_dir() == "regfront/v1/check/"
+    assert layout.check_probe("0a1b2c3d4e5f6a7b") == "regfront/v1/check/0a1b2c3d4e5f6a7b"
+
+
 def test_miss_keys_and_their_parse() -> None:
     """What gateway/misses.py writes and the sync worker reads back, byte for byte."""
     name = "docker.io/library/nginx"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import parse_qs, parse_qsl, urlsplit, urlunsplit
@@ -271,6 +272,20 @@ async def test_an_unreachable_endpoint_fails_fast(
         await store.size("k")
     assert isinstance(caught.value.__cause__, EndpointConnectionError)
     assert time.monotonic() - started < 5
+    # The endpoint and how it failed, not "could not connect to <the key's whole URL>".
+    assert str(caught.value) == "http://127.0.0.1:9: connection refused"
+
+
+@pytest.mark.parametrize(("cause", "said"), [
+    (ConnectionRefusedError(111, "Connect call failed"), "connection refused"),
+    (socket.gaierror(-2, "Name or service not known"), "host name not resolved"),
+    (ConnectionResetError(104, "reset"), "connection reset"),
+])
+def test_a_connection_failure_says_how_it_failed(cause: OSError, said: str) -> None:
+    wrapped = EndpointConnectionError(endpoint_url="https://s3.example/b/k", error=cause)
+    with pytest.raises(StoreUnreachable) as caught, s3_module._failures():
+        raise wrapped
+    assert str(caught.value) == f"https://s3.example: {said}"
 
 
 def _client_error(status: int, code: str) -> ClientError:
