@@ -38,7 +38,7 @@ from gateway.metrics import GatewayMetrics, start_otlp_metrics
 from gateway.misses import MissQueue
 from gateway.pullthrough import PullThrough
 from gateway.resolve import Resolver
-from gateway.routes import HOT_PATH, hot_routes, routes
+from gateway.routes import HOT_PATH, framework_route, hot_routes, routes
 from gateway.stores import StorePolicy, StoreSet
 from gateway.syncwatch import SyncWatch
 from gateway.tracing import Tracing
@@ -101,7 +101,7 @@ class Gateway:
             return
         started = time.perf_counter()
         match = HOT_PATH.match(scope["path"]) if scope["method"] in ("GET", "HEAD") else None
-        route = match["kind"] if match is not None else _route(scope["path"])
+        route = match["kind"] if match is not None else framework_route(scope["path"])[0]
         if self.tracing is None:
             status = await self._dispatch(scope, receive, send, match)
         else:
@@ -193,17 +193,6 @@ async def warm_up(resolver: Resolver) -> None:
         with contextlib.suppress(NotFound, StoreError):  # counted in the store's health
             await resolver.stores.first(lambda s: s.size(layout.WARM_UP), layout.WARM_UP,
                                         operation="warm_up", only=entry, retry=False)
-
-
-def _route(path: str) -> str:
-    """The metric label for a framework-routed path (bounded: never the path itself)."""
-    if path == "/v2/":
-        return "base"
-    if path.startswith("/v2/"):
-        if path.endswith("/tags/list"):
-            return "tags"
-        return "referrers" if "/referrers/" in path else "other"
-    return path[1:] if path in ("/healthz", "/readyz", "/metrics", "/token") else "other"
 
 
 def create_app(config: Config, stores: list[ObjectStore] | None = None, *,

@@ -33,7 +33,7 @@ from starlette.types import Scope
 
 from gateway.http import repository, request_header
 from gateway.keys import IssuerKeys
-from gateway.routes import NAMED_PATH
+from gateway.routes import framework_route
 from gateway.token import CLOCK_SKEW, TokenService, Users
 from registry import probe
 from registry.authconfig import is_glob
@@ -216,9 +216,9 @@ class Auth:
         if scope["path"] == "/v2/":
             await self.check_base(scope)
             return
-        match = NAMED_PATH.match(scope["path"])
-        if match is not None:
-            await self.check(scope, repository(scope, match["name"])[0])
+        name = framework_route(scope["path"])[1]
+        if name is not None:
+            await self.check(scope, repository(scope, name)[0])
 
     def challenge(self, scope: Scope, name: str | None, error: str | None = None
                   ) -> RegistryError:
