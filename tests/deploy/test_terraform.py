@@ -20,8 +20,10 @@ from typing import Any
 
 import hcl2
 import pytest
+import yaml
 
 from registry.config import parse_config
+from registry.mirrorconfig import MirrorRule, TagFilter
 from tests.deploy.conftest import ROOT, tool
 
 TERRAFORM = ROOT / "terraform"
@@ -199,6 +201,19 @@ def test_no_deprecated_attributes(module: Path) -> None:
     assert not used, used
 
 
+# Rule fields config.tf leaves out unless set: their YAML default is not what null means.
+OMITTED_WHEN_UNSET = {"retention"}
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=_rel)
+def test_mirror_rules_type_has_every_rule_field(example: Path) -> None:
+    """The examples' mirror_rules type covers regfront's rule model; `tags:` is flattened."""
+    type_ = str(_blocks(example, "variable")["mirror_rules"]["type"])
+    names = set(re.findall(r"\b([a-z_]+)\s*=", type_))
+    wanted = (set(MirrorRule.model_fields) - {"tags"}) | set(TagFilter.model_fields)
+    assert wanted <= names, f"mirror_rules lacks {sorted(wanted - names)}"
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=_rel)
 def test_examples_render_a_config_regfront_accepts(example: Path, tmp_path: Path) -> None:
     """config.tf (locals only) under `terraform console`, with the example's tfvars: the YAML
@@ -219,6 +234,18 @@ def test_examples_render_a_config_regfront_accepts(example: Path, tmp_path: Path
         config = parse_config(text, f"{_rel(example)}/config.tf")
         assert config.mirror
         assert config.upstreams
+        # Parity with the YAML: every rule field and every tag filter field is rendered (those
+        # whose default is not null only when set).
+        rules = yaml.safe_load(heredoc[1])["mirror"]
+        rendered = {key for rule in rules for key in rule}
+        assert set(MirrorRule.model_fields) - OMITTED_WHEN_UNSET <= rendered
+        assert set(TagFilter.model_fields) <= {key for rule in rules for key in rule["tags"]}
+        if tfvars:  # the tfvars example shows the fields in use, not only their defaults
+            rule = config.mirror[0]
+            assert rule.referrers and rule.tag_ttl and rule.tag_filter.exclude
+            assert rule.tag_filter.names and rule.tag_filter.include
+        else:
+            assert [rule.name for rule in config.mirror] == ["nginx"]
 
 
 def _required_only(example: Path) -> str:

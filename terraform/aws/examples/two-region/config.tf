@@ -15,18 +15,27 @@ locals {
       }
     }
     mirror = [
-      for rule in var.mirror_rules : {
-        name         = rule.name
-        registry     = rule.registry
-        repositories = rule.repositories
-        platforms    = rule.platforms
-        schedule     = rule.schedule
-        tags = {
-          include = rule.include
-          semver  = rule.semver
-          latest  = rule.latest
-        }
-      }
+      for rule in var.mirror_rules : merge(
+        {
+          name         = rule.name
+          registry     = rule.registry
+          repositories = rule.repositories
+          tags = {
+            include = rule.include
+            exclude = rule.exclude
+            semver  = rule.semver
+            latest  = rule.latest
+            names   = rule.names
+          }
+          digests   = rule.digests
+          platforms = rule.platforms
+          referrers = rule.referrers
+          schedule  = rule.schedule
+          tag_ttl   = rule.tag_ttl
+        },
+        # Only when set: unset, regfront keeps what was pulled in the last week.
+        { for key, value in { retention = rule.retention } : key => value if value != null },
+      )
     ]
   }
 }

@@ -50,16 +50,25 @@ variable "upstreams" {
 }
 
 variable "mirror_rules" {
-  description = "What sync mirrors: regfront `mirror:` rules (docs/sync.md)."
+  description = "What sync mirrors: regfront `mirror:` rules with every field the YAML has (docs/sync.md), the `tags:` filter's fields (include, exclude, semver, latest, names) flattened into the rule. The default mirrors nginx only; terraform.tfvars.example shows every field."
   type = list(object({
     name         = string
     registry     = string
     repositories = list(string)
     include      = optional(list(string), [])
+    exclude      = optional(list(string), [])
     semver       = optional(string)
     latest       = optional(number)
+    names        = optional(list(string), [])
+    digests      = optional(list(string), [])
     platforms    = optional(list(string), ["linux/amd64", "linux/arm64"])
+    referrers    = optional(bool, false)
     schedule     = optional(string, "*/30 * * * *")
+    tag_ttl      = optional(string)
+    retention = optional(object({
+      pulled_within = optional(string)
+      newest        = optional(number, 0)
+    }))
   }))
   default = [{
     name         = "nginx"
