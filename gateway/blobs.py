@@ -11,22 +11,13 @@ from __future__ import annotations
 
 from starlette.types import Scope, Send
 
-from gateway.http import (
-    API_VERSION_HEADER,
-    header_value,
-    parse_range,
-    repository,
-    request_header,
-    respond,
-)
+from gateway.http import bytes_answer, repository, request_header, respond, stream
 from gateway.probe import get_probe_blob
 from gateway.resolve import Resolver
 from registry import probe
 from registry.digest import Digest
 from registry.errors import ErrorCode, RegistryError
 
-_OCTET_STREAM = (b"content-type", b"application/octet-stream")
-_ACCEPT_RANGES = (b"accept-ranges", b"bytes")
 _NO_BODY = (b"content-length", b"0")
 
 
@@ -48,28 +39,16 @@ async def get_blob(scope: Scope, send: Send, resolver: Resolver, path_name: str,
         await pull_through.serve_blob(send, scope["method"], name, digest, echoed,
                                       request_header(scope, b"range"))
         return
-    headers = [(b"docker-content-digest", blob.digest_header)]
-    if ns:
-        headers.append((b"oci-namespace", ns.encode("latin-1")))
+    headers = [(b"oci-namespace", ns.encode("latin-1"))] if ns else []
     if scope["method"] == "GET":
         url = await resolver.blob_url(blob)
         if url is not None:
-            headers += [(b"location", url), _NO_BODY]
+            headers += [(b"docker-content-digest", blob.digest_header), (b"location", url),
+                        _NO_BODY]
             await respond(send, 307, headers)
             return
-    headers += [_OCTET_STREAM, (b"etag", blob.etag), _ACCEPT_RANGES]
-    span = parse_range(request_header(scope, b"range"), blob.size)
-    start, end, status = 0, blob.size - 1, 200
-    if span is not None:
-        start, end, status = span[0], span[1], 206
-        headers.append((b"content-range", f"bytes {start}-{end}/{blob.size}".encode()))
-    headers.append((b"content-length", header_value(end - start + 1)))
-    if scope["method"] == "HEAD":
-        await respond(send, status, headers)
-        return
-    body = await resolver.read_blob(blob, start, end - start + 1)
-    headers.append(API_VERSION_HEADER)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    async for chunk in body:
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await send({"type": "http.response.body", "body": b""})
+    status, start, end = bytes_answer(blob.digest_header, blob.etag, blob.size,
+                                      request_header(scope, b"range"), headers)
+    body = (await resolver.read_blob(blob, start, end - start + 1)
+            if scope["method"] == "GET" else None)
+    await stream(send, status, headers, body)

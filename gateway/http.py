@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
@@ -124,3 +125,33 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 def _unsatisfiable(header: str, size: int) -> RegistryError:
     return RegistryError(ErrorCode.RANGE_INVALID, {"range": header[:100], "size": size},
                          headers={"Content-Range": f"bytes */{size}"})
+
+
+_OCTET_STREAM = (b"content-type", b"application/octet-stream")
+_ACCEPT_RANGES = (b"accept-ranges", b"bytes")
+
+
+def bytes_answer(digest_header: bytes, etag: bytes, size: int, range_header: str | None,
+                 headers: Headers) -> tuple[int, int, int]:
+    """Status, first and last byte of an answer with a blob's bytes (``Range`` honoured); adds
+    its headers to ``headers``. The one place a blob's byte answer is described."""
+    headers += [(b"docker-content-digest", digest_header), _OCTET_STREAM, (b"etag", etag),
+                _ACCEPT_RANGES]
+    span = parse_range(range_header, size)
+    start, end, status = 0, size - 1, 200
+    if span is not None:
+        start, end, status = span[0], span[1], 206
+        headers.append((b"content-range", f"bytes {start}-{end}/{size}".encode()))
+    headers.append((b"content-length", header_value(end - start + 1)))
+    return status, start, end
+
+
+async def stream(send: Send, status: int, headers: Headers,
+                 body: AsyncIterator[bytes] | None) -> None:
+    """Send a response whose body (if any) arrives in chunks."""
+    headers.append(API_VERSION_HEADER)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    if body is not None:
+        async for chunk in body:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})

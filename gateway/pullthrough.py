@@ -30,13 +30,14 @@ import httpx
 from anyio import to_thread
 from starlette.types import Send
 
-from gateway.http import API_VERSION_HEADER, header_value, parse_range
+from gateway.http import bytes_answer, stream
 from gateway.metrics import GatewayMetrics
 from gateway.tracing import child_span
 from registry import layout, writer
 from registry.config import Config
 from registry.digest import Digest
 from registry.errors import ErrorCode, RegistryError
+from registry.flight import SingleFlight
 from registry.mediatypes import media_type_of, parse_manifest
 from registry.mirrorconfig import MirrorIndex
 from registry.names import canonical_registry
@@ -57,7 +58,6 @@ class Fill:
         self.written = 0
         self.error: BaseException | None = None
         self.verified = False  # every byte is in the spool and matches the digest
-        self.done = False  # ... and committed to the primary store
         self.started = asyncio.Event()  # the upstream answered: size known (or failed)
         self._progress = asyncio.Condition()
 
@@ -70,7 +70,7 @@ class Fill:
             await self._progress.wait_for(lambda: self.written > offset or self.verified or
                                           self.error is not None)
 
-    async def wait_done(self) -> None:
+    async def wait_verified(self) -> None:
         async with self._progress:
             await self._progress.wait_for(lambda: self.verified or self.error is not None)
 
@@ -93,7 +93,7 @@ class Fill:
                 if position > end and not self.verified:
                     # Hold the last bytes back until the digest checks out: a client must
                     # never complete a body the gateway would refuse to commit.
-                    await self.wait_done()
+                    await self.wait_verified()
                     if self.error is not None:
                         raise self.error
                 yield chunk
@@ -113,7 +113,7 @@ class PullThrough:
         self.upstreams = {canonical_registry(r): (r, u) for r, u in config.upstreams.items()
                           if u.on_miss == "pull-through"}
         self._clients: dict[str, Upstream] = {}
-        self._manifests: dict[tuple[str, str], asyncio.Task[tuple[Digest, bytes]]] = {}
+        self._manifests = SingleFlight()
         self.fills: dict[Digest, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -132,13 +132,8 @@ class PullThrough:
 
     async def manifest(self, name: str, reference: str | Digest) -> tuple[Digest, str, bytes]:
         """Fetch, commit and return a manifest (one upstream fetch per name and reference)."""
-        key = (name, str(reference))
-        task = self._manifests.get(key)
-        if task is None:
-            task = asyncio.ensure_future(self._fetch_manifest(name, reference))
-            self._manifests[key] = task
-            task.add_done_callback(lambda _: self._manifests.pop(key, None))
-        digest, data = await asyncio.shield(task)
+        digest, data = await self._manifests.do(
+            (name, str(reference)), lambda: self._fetch_manifest(name, reference))
         return digest, media_type_of(parse_manifest(data)), data
 
     def _timeout(self, registry: str) -> float:
@@ -209,7 +204,6 @@ class PullThrough:
             await fill.advanced()
             await writer.put_blob(self.primary, fill.digest, file_chunks(fill.spool))
             await writer.link_blob(self.primary, name, fill.digest)
-            fill.done = True
             self.metrics.upstream[(registry, "blob_pulled")] += 1
         except BaseException as exc:
             fill.error = exc
@@ -228,16 +222,11 @@ class PullThrough:
                          headers: list[tuple[bytes, bytes]], range_header: str | None) -> None:
         fill = await self.fill(name, digest)
         if fill.size is None:  # no Content-Length: wait for the whole blob
-            await fill.wait_done()
+            await fill.wait_verified()
         size = fill.size if fill.size is not None else fill.written
-        span = parse_range(range_header, size)
-        start, end, status = 0, size - 1, 200
-        if span is not None:
-            start, end, status = span[0], span[1], 206
-            headers.append((b"content-range", f"bytes {start}-{end}/{size}".encode()))
-        headers += [(b"content-type", b"application/octet-stream"),
-                    (b"docker-content-digest", str(digest).encode()),
-                    (b"content-length", header_value(end - start + 1)), API_VERSION_HEADER]
+        digest_header = str(digest).encode()
+        status, start, end = bytes_answer(digest_header, b'"' + digest_header + b'"', size,
+                                          range_header, headers)
         body: AsyncIterator[bytes] | None = None
         if method == "GET":
             try:  # opened before answering: the fill may finish and remove its spool
@@ -245,11 +234,7 @@ class PullThrough:
                 body = fill.read(handle, start, end)
             except FileNotFoundError:  # finished: the blob is committed in the primary store
                 body = await self.primary.read(layout.blob_data(digest), start, end - start + 1)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        if body is not None:
-            async for chunk in body:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        await stream(send, status, headers, body)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

@@ -89,6 +89,10 @@ async def test_one_upstream_fetch_feeds_every_concurrent_client() -> None:
     assert await store.get(layout.layer_link("docker.io/library/app", DIGEST))
     assert again.status_code == 200  # now a hit from the store
     assert fake.blob_gets == 1
+    # Pulled through or stored, a blob is answered with the same headers.
+    header_names = ("docker-content-digest", "etag", "accept-ranges", "content-type")
+    assert {h: answers[0].headers[h] for h in header_names} == \
+        {h: again.headers[h] for h in header_names}
 
 
 async def test_a_corrupt_upstream_blob_is_never_committed() -> None:
