@@ -151,7 +151,7 @@ def serve(ctx: click.Context, config_file: str | None, storage: tuple[str, ...],
     """Serve the OCI pull API from the configured stores."""
     import uvicorn
 
-    from regfront.startup import check_listen, report_stores
+    from regfront.startup import check_listen, check_tls, report_stores
 
     config = _config_with_overrides(config_file, storage, {
         "listen": listen, "workers": workers, "tls_cert": tls_cert, "tls_key": tls_key})
@@ -180,6 +180,8 @@ def serve(ctx: click.Context, config_file: str | None, storage: tuple[str, ...],
             from gateway.auth import Auth
 
             Auth(config)  # reads its key, password and token files: fail now, one line
+        if config.gateway.tls_cert and config.gateway.tls_key:
+            check_tls(config.gateway.tls_cert, config.gateway.tls_key)
         host, port = split_listen(config.gateway.listen)
         check_listen(host, port, set_by)  # before anything says "serving on"
     except ConfigError as exc:

@@ -7,6 +7,7 @@ import asyncio
 import errno
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Sequence
 
@@ -41,6 +42,16 @@ def check_listen(host: str, port: int, set_by: str) -> None:
         except OSError as error:
             why = _BIND_ERRORS.get(error.errno or 0, error.strerror or str(error))
             raise ConfigError(f"cannot listen on {shown}: {why} - fix: {set_by}") from None
+
+
+def check_tls(cert: str, key: str) -> None:
+    """Load the certificate and key as uvicorn will, so a bad pair is one line now rather than
+    an SSL error out of the server's start."""
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as error:
+        raise ConfigError(f"tls_cert {cert} and tls_key {key}: cannot be loaded as a PEM "
+                          f"certificate chain and its private key ({error})") from None
 
 
 async def reach_store(url: str, budget: float) -> StoreError | None:

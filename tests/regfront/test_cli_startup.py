@@ -156,3 +156,14 @@ def test_a_newcomer_sees_each_pull_and_a_second_server_fails_fast(
     assert access[0].endswith("INFO regfront.access: GET /v2/library/alpine/manifests/3.20 404")
     assert re.match(ISO_TIME + " INFO regfront.access", access[0])
     assert any("access log on" in line for line in lines)
+
+
+def test_a_bad_certificate_pair_is_one_line_before_serving(
+        runner: CliRunner, started: list[dict[str, Any]], tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    result = runner.invoke(main, ["serve", "--storage", str(tmp_path), "--tls-cert", str(junk),
+                                  "--tls-key", str(junk)])
+    assert result.exit_code == 1
+    assert "cannot be loaded as a PEM certificate chain" in one_line_error(result.output)
+    assert started == []
