@@ -24,7 +24,6 @@ import re
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -41,6 +40,7 @@ from registry.config import Config
 from registry.errors import ConfigError, ErrorCode, RegistryError
 from registry.mirrorconfig import MirrorRule, covers
 from registry.names import canonical_registry
+from registry.secrets import read_secret_file
 
 MIN_STATIC_TOKEN = 16  # characters: anything shorter is guessable, not a secret
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
@@ -167,11 +167,7 @@ class Auth:
     @staticmethod
     def _read_static(path: str, index: int) -> str:
         key = f"auth.static.{index}.token_file"
-        try:
-            secret = Path(path).read_text().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise ConfigError(f"{key}: {path}: cannot read: {reason}") from None
+        secret = read_secret_file(path, key).strip()
         if len(secret) < MIN_STATIC_TOKEN or any(ch.isspace() for ch in secret):
             raise ConfigError(f"{key}: {path}: expected one token of at least "
                               f"{MIN_STATIC_TOKEN} characters, no spaces")

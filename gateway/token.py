@@ -19,7 +19,6 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -33,6 +32,7 @@ from gateway.keys import VerifyKey, load_signing_key, load_verify_key
 from registry.authconfig import TokenConfig
 from registry.errors import ConfigError, ErrorCode, RegistryError
 from registry.names import NAME_PATTERN
+from registry.secrets import read_secret_file
 
 CLOCK_SKEW = 30.0  # seconds of clock difference tolerated between gateways and issuers
 MAX_SCOPES = 32  # scopes granted in one token: bounds its size
@@ -51,11 +51,7 @@ class Users:
         self._decoy = b""
         if path is None:
             return
-        try:
-            text = Path(path).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise ConfigError(f"{key_name}: {path}: cannot read: {reason}") from None
+        text = read_secret_file(path, key_name)
         for number, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from registry.errors import ConfigError
 from registry.names import DOCKER_HUB, canonical_registry
+from registry.secrets import read_secret_file
 
 DEFAULT_DIAL_TIMEOUT = "3s"
 CATCH_ALL = "_default"
@@ -65,11 +66,7 @@ def parse_headers(values: Iterable[str], files: Iterable[str]) -> dict[str, str]
                 raise ConfigError(f"{flag} {name!r}: expected NAME=" +
                                   ("FILE" if flag == "--header-file" else "VALUE"))
             if flag == "--header-file":
-                try:
-                    value = Path(value).read_text().strip()
-                except (OSError, UnicodeDecodeError) as exc:
-                    reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-                    raise ConfigError(f"{flag} {name}: {value}: cannot read: {reason}") from None
+                value = read_secret_file(value, f"{flag} {name}").strip()
                 if name.lower() == "authorization" and value and " " not in value:
                     value = f"Bearer {value}"
             if not value or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):

@@ -21,9 +21,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from registry.errors import RegistryError
+from registry.errors import ConfigError, RegistryError
 from registry.mirrorconfig import Credentials
 from registry.names import DOCKER_HUB, canonical_registry
+from registry.secrets import read_secret_file
 
 # docker login writes Docker Hub's entry under the v1 index URL, for historical reasons.
 _DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io",
@@ -93,10 +94,9 @@ def _env(name: str, what: str) -> str:
 
 def _read(path: str, what: str) -> str:
     try:
-        with open(path, encoding="utf-8") as file:
-            return file.read()
-    except OSError as exc:
-        raise CredentialsError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+        return read_secret_file(path, what)
+    except ConfigError as exc:
+        raise CredentialsError(str(exc)) from None
 
 
 def _entry_host(key: str) -> str:
