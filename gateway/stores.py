@@ -36,6 +36,7 @@ from gateway.tracing import child_span
 from registry.config import GatewayConfig
 from registry.store import NotFound, ObjectStore
 from registry.store.errors import StoreError, StoreTimeout, from_os_error
+from registry.urls import redact
 
 logger = logging.getLogger("regfront.gateway")
 
@@ -87,7 +88,7 @@ class StoreSet:
     def __init__(self, stores: list[ObjectStore], policy: StorePolicy, *,
                  metrics: GatewayMetrics, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        self.entries = [StoreHealth(store, _redact(store.url)) for store in stores]
+        self.entries = [StoreHealth(store, redact(store.url)) for store in stores]
         self._by_store = {id(entry.store): entry for entry in self.entries}
         self.policy = policy
         self.metrics = metrics
@@ -305,6 +306,3 @@ class GuardedStore:
     async def close(self) -> None:
         """Nothing: the store belongs to the ``StoreSet``'s owner, which closes it."""
 
-
-def _redact(url: str) -> str:
-    return url.split("?", 1)[0]

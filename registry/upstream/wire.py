@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 
+from registry import urls
+
 
 def same_origin(url: httpx.URL, base: str) -> bool:
     """Whether ``url`` is on ``base``'s origin: only there may ``Authorization`` go."""
@@ -22,8 +24,8 @@ def same_origin(url: httpx.URL, base: str) -> bool:
 
 
 def redact(url: httpx.URL) -> str:
-    """``url`` without its query: a pre-signed URL's signature must not end up in a log."""
-    return str(url.copy_with(query=None, fragment=None))
+    """``url`` as it may be logged: a pre-signed URL's signature must not end up in a log."""
+    return urls.redact(str(url))
 
 
 def content_type(headers: httpx.Headers) -> str:
