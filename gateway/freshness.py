@@ -45,9 +45,9 @@ class Freshness:
     def __init__(self, config: Config, misses: MissQueue | None, *,
                  clock: Callable[[], float] = time.monotonic,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 metrics: GatewayMetrics | None = None) -> None:
+                 metrics: GatewayMetrics) -> None:
         self.config = config
-        self.metrics = metrics or GatewayMetrics()
+        self.metrics = metrics  # the app's: a private one would count what nobody exports
         self.transport = transport  # tests: a fake upstream
         self.misses = misses
         self.clock = clock

@@ -25,7 +25,7 @@ SUFFIXES = ("_total", "_bucket", "_sum", "_count")
 
 def _exported() -> set[str]:
     metrics = GatewayMetrics()
-    metrics.watch_breakers(Freshness(Config(), None))
+    metrics.watch_breakers(Freshness(Config(), None, metrics=metrics))
     SyncWatch(MemoryStore(), [], metrics)
     StoreSet([], StorePolicy(timeout=1, deadline=1, backoff=1, failures=1), metrics=metrics)
     names = {"regfront_" + name for name in metrics.registry.families}
