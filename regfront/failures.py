@@ -9,7 +9,6 @@ command is a bug and the command says so, with its traceback under ``--debug``.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from registry.errors import ConfigError, RegistryError
@@ -24,6 +23,7 @@ from registry.store.errors import (
     connection_failure,
 )
 from registry.upstream.errors import UpstreamAuthError, UpstreamError, UpstreamUnavailable
+from registry.urls import redact
 
 EXPECTED: tuple[type[BaseException], ...] = (
     ConfigError, RegistryError, StoreError, UpstreamError,
@@ -38,9 +38,15 @@ GCS_CREDENTIALS_FIX = ("set GOOGLE_APPLICATION_CREDENTIALS to a service account 
                        "run gcloud auth application-default login, or run with an identity: "
                        "workload identity on GKE, the service's account on Cloud Run and GCE; "
                        "it needs roles/storage.objectViewer (objectAdmin where regfront writes)")
+AZURE_CREDENTIALS_FIX = ("give DefaultAzureCredential an identity: workload identity on AKS, a "
+                         "managed identity, AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, "
+                         "or az login (or AZURE_STORAGE_CONNECTION_STRING with an account key); "
+                         "it needs Storage Blob Data Reader (Contributor where regfront writes) "
+                         "and Storage Blob Delegator for signed URLs")
 _ENDPOINT_ENV = {"s3": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
-                 "gs": ("STORAGE_EMULATOR_HOST",)}
-_CLOUD = {"s3": "AWS S3", "gs": "Google Cloud Storage"}
+                 "gs": ("STORAGE_EMULATOR_HOST",), "az": ()}
+_CLOUD = {"s3": "AWS S3", "gs": "Google Cloud Storage", "az": "Azure Blob Storage"}
+MAX_PROBLEM = 300  # characters of a library's message (Azure's credential chain runs to 2,000)
 
 
 def leaf(error: BaseException) -> BaseException:
@@ -50,12 +56,7 @@ def leaf(error: BaseException) -> BaseException:
     return error
 
 
-def store_label(url: str) -> str:
-    """The store's URL as it may be shown: no query (options), no user or password."""
-    parts = urlsplit(url)
-    if parts.scheme in ("", "file"):
-        return str(Path(parts.path if parts.scheme else url))
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+store_label = redact  # a store's URL as it may be shown (registry/urls.py)
 
 
 def store_endpoint(url: str) -> str | None:
@@ -64,12 +65,19 @@ def store_endpoint(url: str) -> str | None:
     scheme = urlsplit(url).scheme
     if scheme not in _ENDPOINT_ENV:
         return None
-    if scheme == "s3":
-        from registry.store.s3 import parse_url
-    else:
-        from registry.store.gcs import parse_url  # type: ignore[assignment]
     try:
-        endpoint = parse_url(url).endpoint
+        if scheme == "s3":
+            from registry.store.s3 import parse_url as parse_s3
+
+            endpoint = parse_s3(url).endpoint
+        elif scheme == "gs":
+            from registry.store.gcs import parse_url as parse_gs
+
+            endpoint = parse_gs(url).endpoint
+        else:
+            from registry.store.azure import parse_url as parse_az
+
+            endpoint = parse_az(url).endpoint
     except ConfigError:
         return None
     return endpoint or next((os.environ[v] for v in _ENDPOINT_ENV[scheme] if os.environ.get(v)),
@@ -89,8 +97,8 @@ def store_fix(url: str, error: StoreError) -> str:
     """What to do about ``error`` from the store at ``url``."""
     scheme = urlsplit(url).scheme
     s3 = scheme == "s3"
-    if scheme == "gs":
-        return _gcs_fix(url, error)
+    if scheme in ("gs", "az"):
+        return _cloud_fix(url, error)
     cause = error.__cause__
     code = str(getattr(cause, "response", {}).get("Error", {}).get("Code", ""))
     bucket = urlsplit(url).netloc
@@ -138,19 +146,23 @@ def store_fix(url: str, error: StoreError) -> str:
     return "retry later"
 
 
-def _gcs_fix(url: str, error: StoreError) -> str:
-    bucket = urlsplit(url).netloc
+def _cloud_fix(url: str, error: StoreError) -> str:
+    """Fixes for the Google (gs://) and Azure (az://) stores."""
+    gcs = urlsplit(url).scheme == "gs"
+    credentials = GCS_CREDENTIALS_FIX if gcs else AZURE_CREDENTIALS_FIX
+    container = f"{'bucket' if gcs else 'container'} {urlsplit(url).netloc}"
     if isinstance(error, StoreAccessDenied):
-        return GCS_CREDENTIALS_FIX
+        return credentials
     if isinstance(error, StoreUnreachable):
-        if store_endpoint(url) is None and "metadata" in str(error).lower():
-            return GCS_CREDENTIALS_FIX  # no ADC: the library asked for a metadata server
-        return ("check that this machine reaches the endpoint (?endpoint=, or "
-                "STORAGE_EMULATOR_HOST for an emulator) and that it runs")
+        if gcs and store_endpoint(url) is None and "metadata" in str(error).lower():
+            return credentials  # no ADC: the library asked for a metadata server
+        return ("check that this machine reaches the endpoint (?endpoint=" +
+                (", or STORAGE_EMULATOR_HOST for an emulator" if gcs else "") + ") and that "
+                "it runs")
     if isinstance(error, StoreRejected):
-        return f"check that bucket {bucket} exists (terraform/) and the storage URL"
+        return f"check that {container} exists (terraform/) and the storage URL"
     if isinstance(error, StoreTimeout):
-        return "check the network path to Cloud Storage; if only slow, raise ?read_timeout="
+        return "check the network path to the store; if it is only slow, raise ?read_timeout="
     return "retry later"
 
 
@@ -168,7 +180,9 @@ def store_problem(url: str, error: StoreError) -> str:
     if endpoint:  # the S3 store names the endpoint it could not reach: said once is enough
         text = text.removeprefix(f"{endpoint.rstrip('/')}: ")
     how = connection_failure(error) if isinstance(error, StoreUnreachable) else None
-    return text if how is None or how in text else f"{how} ({text})"
+    text = text if how is None or how in text else f"{how} ({text})"
+    text = " ".join(text.split())  # one line, whatever the library wrote
+    return text if len(text) <= MAX_PROBLEM else text[:MAX_PROBLEM - 3] + "..."
 
 
 def upstream_fix(error: UpstreamError) -> str:

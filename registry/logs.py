@@ -20,7 +20,10 @@ LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 # Libraries that log every credential lookup, retry or connection at INFO: chatter next to
 # regfront's own lines. Their warnings and errors still show; --log-level debug shows it all.
 CHATTY = ("httpx", "httpcore", "botocore", "aiobotocore", "boto3", "aioboto3", "urllib3",
-          "s3transfer", "asyncio")
+          "s3transfer", "asyncio", "azure", "gcloud")
+# azure.identity warns, in twenty lines, on every failed token attempt - the failure the store
+# then raises as StoreAccessDenied, which regfront reports itself.
+RESTATED = ("azure.identity",)
 
 
 def iso_time(created: float) -> str:
@@ -76,6 +79,9 @@ def configure(log_format: LogFormat = "auto", level: LogLevel | int = logging.IN
     root.setLevel(numeric)
     for name in CHATTY:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING)
+                                         if numeric > logging.DEBUG else logging.NOTSET)
+    for name in RESTATED:
+        logging.getLogger(name).setLevel(max(numeric, logging.ERROR)
                                          if numeric > logging.DEBUG else logging.NOTSET)
     # uvicorn's loggers keep their own handlers: route them through ours too - except its
     # access log, a line per request on the hot path (regfront samples its own instead).

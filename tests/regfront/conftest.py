@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 
-from registry.logs import CHATTY
+from registry.logs import CHATTY, RESTATED
 
 # The variables through which botocore could find credentials or an endpoint on a developer's
 # machine; tests that want "no credentials" remove them all.
@@ -29,7 +29,8 @@ def runner() -> CliRunner:
 def restored_logging() -> Iterator[None]:
     """Every command configures the root logger for a process: put it back for the next test."""
     root = logging.getLogger()
-    saved = root.handlers[:], root.level, {n: logging.getLogger(n).level for n in CHATTY}
+    saved = root.handlers[:], root.level, {n: logging.getLogger(n).level
+                                           for n in (*CHATTY, *RESTATED)}
     # moto's server runs in this process: its request log is the test's, not the command's.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     yield

@@ -10,6 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from regfront.cli import main
+from regfront.failures import MAX_PROBLEM, describe_store, store_problem
+from registry.store.errors import StoreAccessDenied
 from tests.conftest import MotoS3
 from tests.images import sample_layout
 from tests.regfront.conftest import one_line_error
@@ -114,3 +116,26 @@ def test_click_usage_errors_stay_clicks(runner: CliRunner) -> None:
     result = runner.invoke(main, ["check", "--timeout", "soon"])
     assert result.exit_code == 2
     assert "Invalid value for '--timeout'" in result.output
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("s3://images/mirror?region=eu-west-1", "store s3://images/mirror on AWS S3"),
+    ("s3://images?endpoint=http://minio:9000", "store s3://images at http://minio:9000"),
+    ("gs://images/mirror", "store gs://images/mirror on Google Cloud Storage"),
+    ("az://images/mirror?account=acct", "store az://images/mirror on Azure Blob Storage"),
+    ("file:///srv/data", "store /srv/data"),
+    ("./regfront-data", "store regfront-data"),
+])
+def test_a_store_is_named_by_its_url_without_options_and_where_it_is(
+        url: str, said: str, no_aws_credentials: None) -> None:
+    assert describe_store(url) == said
+
+
+def test_a_library_message_becomes_one_bounded_line() -> None:
+    chained = StoreAccessDenied("DefaultAzureCredential failed.\nAttempted credentials:\n\t"
+                                + "EnvironmentCredential: unavailable. " * 40)
+    problem = store_problem("az://images?account=acct", chained)
+    assert "\n" not in problem
+    assert problem.startswith("DefaultAzureCredential failed. Attempted credentials: ")
+    assert len(problem) == MAX_PROBLEM
+    assert problem.endswith("...")
