@@ -149,3 +149,26 @@ def fleet_layout(root: Path, tags: list[str], *, shared_layers: int = 4,
         children.append(child)
     layout.tag(layout.index(children), "multi")
     return layout
+
+
+# -- reading a layout back ---------------------------------------------------------------------
+
+
+def layout_digest(layout: Path, ref: str) -> str:
+    """The digest ``index.json`` of an OCI layout names for ``ref``."""
+    index = json.loads((layout / "index.json").read_text())
+    found = [m["digest"] for m in index["manifests"]
+             if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == ref]
+    assert len(found) == 1, f"{layout}: {len(found)} entries for ref {ref!r} in {index}"
+    return str(found[0])
+
+
+def layout_blob(layout: Path, digest: str) -> bytes:
+    algorithm, _, hex_digest = digest.partition(":")
+    return (layout / "blobs" / algorithm / hex_digest).read_bytes()
+
+
+def layout_children(layout: Path, ref: str) -> dict[str, str]:
+    """A multi-arch ref's child manifests: architecture -> digest."""
+    index = json.loads(layout_blob(layout, layout_digest(layout, ref)))
+    return {m["platform"]["architecture"]: m["digest"] for m in index["manifests"]}

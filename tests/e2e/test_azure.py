@@ -20,16 +20,13 @@ from registry.digest import Digest
 from tests.e2e.harness import (
     Containerd,
     Server,
-    layout_blob,
-    layout_children,
-    layout_digest,
     regfront_binary,
     regfront_import,
     run,
     serving_regfront,
 )
 from tests.emulators import Azurite
-from tests.images import Layout
+from tests.images import Layout, layout_blob, layout_children, layout_digest
 
 pytestmark = pytest.mark.e2e
 

@@ -20,12 +20,11 @@ from tests.e2e.harness import (
     Skopeo,
     free_port,
     http,
-    layout_children,
     regfront_binary,
     regfront_import,
     run,
 )
-from tests.images import Layout
+from tests.images import Layout, layout_children
 
 pytestmark = pytest.mark.e2e
 

@@ -21,16 +21,13 @@ from registry.digest import Digest
 from tests.e2e.harness import (
     Containerd,
     Server,
-    layout_blob,
-    layout_children,
-    layout_digest,
     regfront_binary,
     regfront_import,
     run,
     serving_regfront,
 )
 from tests.emulators import SERVICE_ACCOUNT, FakeGCS, verify_v4_url
-from tests.images import Layout
+from tests.images import Layout, layout_blob, layout_children, layout_digest
 
 pytestmark = pytest.mark.e2e
 

@@ -16,13 +16,12 @@ from tests.e2e.harness import (
     Containerd,
     Skopeo,
     clean_env,
-    layout_digest,
     regfront_binary,
     run,
     serving_regfront,
     serving_registry2,
 )
-from tests.images import fleet_layout
+from tests.images import fleet_layout, layout_digest
 
 pytestmark = pytest.mark.e2e
 

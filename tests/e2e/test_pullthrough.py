@@ -17,14 +17,12 @@ from registry.digest import Digest
 from tests.e2e.harness import (
     Containerd,
     Skopeo,
-    layout_blob,
-    layout_digest,
     regfront_binary,
     run,
     serving_regfront,
     serving_registry2,
 )
-from tests.images import fleet_layout
+from tests.images import fleet_layout, layout_blob, layout_digest
 
 pytestmark = pytest.mark.e2e
 

@@ -13,14 +13,11 @@ import pytest
 from tests.e2e.harness import (
     Server,
     Skopeo,
-    layout_blob,
-    layout_children,
-    layout_digest,
     regfront_import,
     serving_regfront,
     serving_registry2,
 )
-from tests.images import Layout
+from tests.images import Layout, layout_blob, layout_children, layout_digest
 
 pytestmark = pytest.mark.e2e
 

@@ -16,13 +16,12 @@ from tests.conftest import MotoS3
 from tests.e2e.harness import (
     Containerd,
     Server,
-    layout_digest,
     regfront_binary,
     regfront_import,
     run,
     serving_regfront,
 )
-from tests.images import Layout
+from tests.images import Layout, layout_digest
 
 pytestmark = pytest.mark.e2e
 

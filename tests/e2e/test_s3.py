@@ -22,16 +22,13 @@ from tests.e2e.harness import (
     Containerd,
     Server,
     Skopeo,
-    layout_blob,
-    layout_children,
-    layout_digest,
     regfront_binary,
     regfront_import,
     run,
     serving_regfront,
     serving_registry2,
 )
-from tests.images import Layout
+from tests.images import Layout, layout_blob, layout_children, layout_digest
 
 pytestmark = pytest.mark.e2e
 

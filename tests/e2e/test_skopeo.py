@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Gateway, Skopeo, layout_blob, layout_children, layout_digest
-from tests.images import Layout
+from tests.e2e.harness import (
+    Gateway,
+    Skopeo,
+)
+from tests.images import Layout, layout_blob, layout_children, layout_digest
 
 pytestmark = pytest.mark.e2e
 

@@ -34,11 +34,10 @@ from tests.e2e.harness import (
     LOOPBACK,
     MANIFEST_ACCEPT,
     Server,
-    layout_digest,
     regfront_import,
     serving_regfront,
 )
-from tests.images import Layout
+from tests.images import Layout, layout_digest
 
 pytestmark = pytest.mark.e2e
 

@@ -33,15 +33,13 @@ from tests.e2e.harness import (
     Server,
     Skopeo,
     clean_env,
-    layout_blob,
-    layout_digest,
     regfront_binary,
     run,
     serving_regfront,
     serving_registry2,
 )
 from tests.e2e.relay import HoldingRelay
-from tests.images import Layout, fleet_layout
+from tests.images import Layout, fleet_layout, layout_blob, layout_digest
 
 pytestmark = pytest.mark.e2e
 

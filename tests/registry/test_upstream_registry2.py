@@ -24,7 +24,10 @@ from registry.upstream.errors import (
     UpstreamNotFound,
     UpstreamUnavailable,
 )
-from tests.e2e.harness import free_port, layout_blob, layout_digest
+from tests.e2e.harness import (
+    free_port,
+)
+from tests.images import layout_blob, layout_digest
 from tests.registry.conftest import (
     EXTRA_TAGS,
     PASSWORD,
@@ -196,7 +199,8 @@ async def test_missing_credentials_are_named(registry2_htpasswd: Upstream2,
             await client.catalog()  # broken config is not "no catalog"
     no_file = Credentials(username=USER, password_file=str(tmp_path / "absent"))
     async with htpasswd_client(registry2_htpasswd, no_file) as client:
-        with pytest.raises(UpstreamAuthError, match=f"password_file: {tmp_path / 'absent'}: cannot read"):
+        absent = f"password_file: {tmp_path / 'absent'}: cannot read"
+        with pytest.raises(UpstreamAuthError, match=absent):
             await client.head_manifest(NAME, "single")
     async with htpasswd_client(registry2_htpasswd, None) as client:
         with pytest.raises(UpstreamAuthError, match="needs credentials and none are configured"):
