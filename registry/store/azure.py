@@ -129,8 +129,12 @@ def resolve_account(url: str, settings: AzureSettings, environ: dict[str, str]) 
     if not conn:
         if settings.account is None:
             raise bad(f"name the storage account (?account=NAME) or set {CONNECTION_STRING_ENV}")
-        return Account(settings.account, settings.endpoint
-                       or f"https://{settings.account}.blob.core.windows.net")
+        endpoint = settings.endpoint or f"https://{settings.account}.blob.core.windows.net"
+        if not endpoint.startswith("https://"):
+            # The SDK sends an Azure AD token over TLS only (its ValueError would read as a bug).
+            raise bad(f"endpoint {endpoint!r}: an identity's token goes over https only; for an "
+                      f"emulator over http, give its account key in {CONNECTION_STRING_ENV}")
+        return Account(settings.account, endpoint)
     # Key=value pairs split on ';'; a base64 key's '=' padding stays in its value.
     fields = dict(part.split("=", 1) for part in conn.split(";") if "=" in part)
     name = fields.get("AccountName")

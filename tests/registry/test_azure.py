@@ -115,6 +115,9 @@ def test_the_account_comes_from_the_url_or_the_connection_string() -> None:
         resolve_account(other, parse_url(other), conn)
     with pytest.raises(ConfigError, match="needs AccountName and AccountKey"):
         resolve_account(url, parse_url(url), {CONNECTION_STRING_ENV: "AccountName=regfront"})
+    plain = "az://images?account=regfront&endpoint=http://127.0.0.1:1/regfront"
+    with pytest.raises(ConfigError, match="token goes over https only"):
+        resolve_account(plain, parse_url(plain), {})
 
 
 def test_open_store_builds_an_azure_store(azurite: Azurite) -> None:
