@@ -19,6 +19,7 @@ from registry import configerrors
 from registry.authconfig import AuthConfig
 from registry.configtypes import Duration, StrictModel
 from registry.errors import ConfigError, RegistryError
+from registry.gcconfig import GCConfig
 from registry.logs import LogFormat
 from registry.mirrorconfig import MirrorRule, SyncConfig, UpstreamConfig
 from registry.names import DOCKER_HUB, canonical_registry
@@ -63,6 +64,12 @@ class GatewayConfig(StrictModel):
     # Lifetime of a pre-signed URL; each is reused for its first half (5 minutes at most), so
     # clients always get at least half of it (signing costs hundreds of microseconds).
     presign_expiry: Duration = Field(default=1200.0, ge=60, le=7 * 86400)
+    # Pull records (gateway/usage.py): what was pulled is written to the primary store once
+    # per usage_interval per worker, at most usage_entries distinct manifests per batch
+    # (a fuller batch is written early); 0 entries: no records, and retention's pulled_within
+    # keeps nothing.
+    usage_interval: Duration = Field(default=60.0, ge=1, le=3600)
+    usage_entries: int = Field(default=50_000, ge=0)
 
     # HTTPS: both or neither. Nodes then need the CA (regfront containerd-config --ca-file).
     tls_cert: str | None = None
@@ -111,6 +118,7 @@ class Config(StrictModel):
     upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
     mirror: list[MirrorRule] = Field(default_factory=list)
     sync: SyncConfig = SyncConfig()
+    gc: GCConfig = GCConfig()
     # Client authentication and access rules; absent: everyone may pull everything.
     auth: AuthConfig | None = None
 

@@ -94,6 +94,12 @@ def sync_state(rule: str) -> str:
     return f"{REGFRONT_ROOT}/sync/state/{rule}.json"
 
 
+def sync_selection(rule: str) -> str:
+    """The tags ``rule`` selected upstream on its last run, per repository (garbage collection
+    keeps them)."""
+    return f"{REGFRONT_ROOT}/sync/selected/{rule}.json"
+
+
 MISSES_ROOT = f"{REGFRONT_ROOT}/misses/"
 
 
@@ -127,3 +133,152 @@ def parse_miss(key: str) -> tuple[str, Reference] | None:
         return name, Digest.parse(f"{algorithm}:{encoded}")
     except RegistryError:
         return None
+
+
+# -- walking the layout (garbage collection, verify, status) ------------------------------------
+
+REPOSITORIES_ROOT = f"{DISTRIBUTION_ROOT}/repositories/"
+REFERRER_REPOSITORIES_ROOT = f"{REGFRONT_ROOT}/repositories/"
+# Children of a repository directory that are its own (registry:2's, and regfront's referrers
+# directory): any other child is a path component of a longer repository name.
+REPOSITORY_PARTS = frozenset({"_manifests", "_layers", "_uploads", "_referrers"})
+
+
+def blobs_dir(algorithm: str | None = None) -> str:
+    """The blob store: children are algorithms, then (with ``algorithm``) two-hex-digit
+    shards."""
+    base = f"{DISTRIBUTION_ROOT}/blobs/"
+    return base if algorithm is None else f"{base}{algorithm}/"
+
+
+def blob_shard_dir(algorithm: str, prefix: str) -> str:
+    """One shard of the blob store: children are the hex digests of its blobs."""
+    return f"{blobs_dir(algorithm)}{prefix}/"
+
+
+def revisions_dir(name: str, algorithm: str | None = None) -> str:
+    """Children: algorithms, then the hex digests of the repository's manifests."""
+    base = f"{_repository(name)}/_manifests/revisions/"
+    return base if algorithm is None else f"{base}{algorithm}/"
+
+
+def layers_dir(name: str, algorithm: str | None = None) -> str:
+    """Children: algorithms, then the hex digests of the blobs the repository links."""
+    base = f"{_repository(name)}/_layers/"
+    return base if algorithm is None else f"{base}{algorithm}/"
+
+
+def tag_index_dir(name: str, tag: str, algorithm: str | None = None) -> str:
+    """Children: algorithms, then the hex digests the tag has pointed to (its history)."""
+    base = f"{tags_dir(name)}{tag}/index/"
+    return base if algorithm is None else f"{base}{algorithm}/"
+
+
+def referrer_subjects_dir(name: str, algorithm: str | None = None) -> str:
+    """Children: algorithms, then the hex digests of manifests that have referrers."""
+    base = f"{REFERRER_REPOSITORIES_ROOT}{name}/_referrers/"
+    return base if algorithm is None else f"{base}{algorithm}/"
+
+
+def parse_referrer_entry(entry: str) -> Digest | None:
+    """The referrer a child of ``referrers_dir`` names (``sha256-<hex>``), or None."""
+    algorithm, dash, encoded = entry.partition("-")
+    if not dash:
+        return None
+    try:
+        return Digest.parse(f"{algorithm}:{encoded}")
+    except RegistryError:
+        return None
+
+
+# -- garbage collection: its state, and the writers' claims (docs/retention.md) -----------------
+
+GC_ROOT = f"{REGFRONT_ROOT}/gc"
+CLAIMS_DIR = f"{GC_ROOT}/claims/"
+DOOMED_DIR = f"{GC_ROOT}/doomed/"
+_TAG_SUBJECT = "tag-"
+
+
+def gc_state() -> str:
+    """What the last collection saw: each deletion candidate and when it was first seen."""
+    return f"{GC_ROOT}/state.json"
+
+
+def gc_report() -> str:
+    """The last collection's numbers (gateways export them as metrics), kept small."""
+    return f"{GC_ROOT}/report.json"
+
+
+def gc_lease() -> str:
+    """Held by the one collection that may run at a time (conditional writes only)."""
+    return f"{GC_ROOT}/lease"
+
+
+def subject_key(subject: Digest | tuple[str, str]) -> str:
+    """What a claim or an announced deletion is about: a digest (``sha256-<hex>``: its blob and
+    every link to it) or a tag (``tag-<sha256 of name:tag>``: its current link)."""
+    if isinstance(subject, Digest):
+        return f"{subject.algorithm}-{subject.hex}"
+    name, tag = subject
+    return _TAG_SUBJECT + Digest.from_bytes(f"{name}:{tag}".encode()).hex
+
+
+def claim(key: str, when: int) -> str:
+    """A writer's claim on ``key`` (a ``subject_key``) made at unix time ``when``: its age is
+    in its name, so collection judges claims from one listing."""
+    return f"{CLAIMS_DIR}{when:010d}-{key}"
+
+
+def parse_claim(entry: str) -> tuple[int, str] | None:
+    """(when, subject key) of a child of ``CLAIMS_DIR``; None for anything else."""
+    when, dash, key = entry.partition("-")
+    if not dash or len(when) != 10 or not when.isdigit() or not _is_subject_key(key):
+        return None
+    return int(when), key
+
+
+def _is_subject_key(key: str) -> bool:
+    if key.startswith(_TAG_SUBJECT):
+        hex_part = key[len(_TAG_SUBJECT):]
+        return len(hex_part) == 64 and all(c in "0123456789abcdef" for c in hex_part)
+    return parse_referrer_entry(key) is not None  # the same ``alg-hex`` form
+
+
+def doomed_shard(key: str) -> str:
+    """The announcement that lists ``key`` if the running collection will delete it: one of
+    256 small objects, chosen by the key's first two hex digits."""
+    return f"{DOOMED_DIR}{key.rpartition('-')[2][:2]}"
+
+
+def doomed_shard_of(prefix: str) -> str:
+    return f"{DOOMED_DIR}{prefix}"
+
+
+# -- pull records (gateway/usage.py writes, retention and status read) --------------------------
+
+USAGE_ROOT = f"{REGFRONT_ROOT}/usage/"
+_USAGE_SUMMARY = "summary.json"
+
+
+def usage_day_dir(day: str) -> str:
+    """One UTC day's records (``YYYY-MM-DD``)."""
+    return f"{USAGE_ROOT}{day}/"
+
+
+def usage_record(day: str, when: int, gateway: str) -> str:
+    """What gateway worker ``gateway`` served in the batch it wrote at unix time ``when``."""
+    return f"{usage_day_dir(day)}{when:010d}-{gateway}.json"
+
+
+def usage_summary(day: str) -> str:
+    """A day's records merged by garbage collection (records then go)."""
+    return f"{usage_day_dir(day)}{_USAGE_SUMMARY}"
+
+
+def parse_usage_record(entry: str) -> tuple[int, str] | None:
+    """(when, gateway) of a child of ``usage_day_dir`` that is a record; None otherwise (the
+    summary)."""
+    when, dash, rest = entry.partition("-")
+    if not dash or len(when) != 10 or not when.isdigit() or not rest.endswith(".json"):
+        return None
+    return int(when), rest.removesuffix(".json")

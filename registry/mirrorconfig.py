@@ -21,7 +21,8 @@ _SEMVER_COMPARATOR = re.compile(r"^(>=|<=|>|<|==|=|!=)?v?\d+(\.\d+){0,2}(-[0-9A-
 
 
 class Credentials(StrictModel):
-    """Where an upstream's username and password come from; never the secret itself."""
+    """Where an upstream's username and password come from, never the secret itself; or the
+    worker's own cloud identity (registry/upstream/cloud.py)."""
 
     username: str | None = None
     username_env: str | None = None
@@ -29,9 +30,23 @@ class Credentials(StrictModel):
     password_file: str | None = None
     # A docker config.json: its "auths" entry for the upstream's host.
     docker_config: str | None = None
+    # The worker's identity in a private registry of its cloud, refreshed before it expires:
+    # ecr (GetAuthorizationToken), gcp (an access token, for Artifact Registry and gcr.io) or
+    # acr (an Entra ID token exchanged at the registry). ``region``: an ECR registry's, when no
+    # upstream URL is an ECR host that names it.
+    provider: Literal["ecr", "gcp", "acr"] | None = None
+    region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
 
     @model_validator(mode="after")
     def _one_source(self) -> Credentials:
+        if self.region is not None and self.provider != "ecr":
+            raise ValueError("region is for provider: ecr")
+        if self.provider is not None:
+            if any((self.username, self.username_env, self.password_env, self.password_file,
+                    self.docker_config)):
+                raise ValueError(f"provider {self.provider} excludes username, password and "
+                                 "docker_config settings")
+            return self
         if self.docker_config is not None:
             if any((self.username, self.username_env, self.password_env, self.password_file)):
                 raise ValueError("docker_config excludes username/password settings")
@@ -70,6 +85,31 @@ class UpstreamConfig(StrictModel):
             if not re.match(r"^https?://[^/\s]+/?$", url):
                 raise ValueError(f"{url!r} is not an http(s)://host[:port] URL")
         return [url.rstrip("/") for url in urls]
+
+    @model_validator(mode="after")
+    def _ecr_region(self) -> UpstreamConfig:
+        credentials = self.credentials
+        if credentials is not None and credentials.provider == "ecr" and \
+                ecr_region(credentials, self.urls) is None:
+            raise ValueError("credentials.provider ecr: no url is an ECR host "
+                             "(ACCOUNT.dkr.ecr.REGION.amazonaws.com); set credentials.region")
+        return self
+
+
+_ECR_HOST = re.compile(r"^\d{12}\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
+
+
+def ecr_region(credentials: Credentials, hosts: Sequence[str]) -> str | None:
+    """The ECR region: configured, or read from the first ECR host among ``hosts`` (names or
+    URLs)."""
+    if credentials.region is not None:
+        return credentials.region
+    for host in hosts:
+        found = _ECR_HOST.match(host.partition("://")[2].split(":")[0] if "://" in host
+                                else host.split(":")[0])
+        if found:
+            return found.group(1)
+    return None
 
 
 class TagFilter(StrictModel):
@@ -118,6 +158,17 @@ def _cron(value: Any) -> Any:
 
 Schedule = Annotated[str, BeforeValidator(_cron)] | Every
 
+WEEK = 7 * 86400.0
+
+
+class Retention(StrictModel):
+    """Which tags of a repository garbage collection keeps beyond what its rule selects now
+    (docs/retention.md): tags pulled within ``pulled_within`` (digests pulled too), and the
+    ``newest`` N tags by image creation time. Whatever a kept tag needs stays with it."""
+
+    pulled_within: Duration | None = None
+    newest: int = Field(default=0, ge=0)
+
 
 class MirrorRule(StrictModel):
     name: str
@@ -132,6 +183,10 @@ class MirrorRule(StrictModel):
     # (off the request path; the stored tag is served meanwhile and whenever the upstream is
     # down); a moved tag is queued for sync. Unset: tags change only when sync runs.
     tag_ttl: Duration | None = Field(default=None, gt=0)
+    # What garbage collection keeps in the rule's repositories besides the tags the rule
+    # selects now: by default whatever was pulled in the last week, so narrowing a rule never
+    # pulls an image from under running workloads.
+    retention: Retention = Retention(pulled_within=WEEK)
 
     @field_validator("name")
     @classmethod
@@ -209,5 +264,9 @@ class MirrorIndex:
 
     def covers(self, name: str) -> bool:
         """Whether a stored name (``docker.io/library/nginx``) is one some rule mirrors."""
+        return bool(self.rules_for(name))
+
+    def rules_for(self, name: str) -> tuple[MirrorRule, ...]:
+        """The rules that mirror a stored name, in config order."""
         registry, _, repository = name.partition("/")
-        return any(covers(rule, repository) for rule in self.rules.get(registry, ()))
+        return tuple(rule for rule in self.rules.get(registry, ()) if covers(rule, repository))

@@ -44,3 +44,18 @@ async def load_state(store: ObjectStore, rule: str) -> RuleState:
 
 async def save_state(store: ObjectStore, rule: str, state: RuleState) -> None:
     await store.put(layout.sync_state(rule), state.to_json())
+
+
+async def load_selection(store: ObjectStore, rule: str) -> dict[str, list[str]]:
+    """Upstream repository -> the tags ``rule`` selected there on its last listing; kept apart
+    from the state, whose fields older workers read strictly."""
+    try:
+        raw = json.loads(await store.get(layout.sync_selection(rule)))
+        return {str(repository): [str(t) for t in tags] for repository, tags in raw.items()}
+    except (NotFound, ValueError, TypeError, AttributeError):
+        return {}
+
+
+async def save_selection(store: ObjectStore, rule: str, selected: dict[str, list[str]]) -> None:
+    await store.put(layout.sync_selection(rule),
+                    json.dumps(selected, sort_keys=True, separators=(",", ":")).encode())

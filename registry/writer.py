@@ -3,6 +3,10 @@
 Blobs first, then the manifests that need them (children before the index that lists them),
 then the tag last: a reader that sees a tag can always resolve everything below it. Every byte is
 verified against its digest before the object is committed.
+
+Every write, and every decision made on something already being there (a blob not uploaded
+again), comes after a claim on its subject (registry/claims.py), so a garbage collection
+running meanwhile never deletes what a writer is about to commit or link.
 """
 
 from __future__ import annotations
@@ -12,12 +16,17 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 from registry import layout
+from registry.claims import claims_for
 from registry.digest import Digest
 from registry.mediatypes import media_type_of, parse_manifest
 from registry.store import NotFound, ObjectStore
 
 
-async def has_blob(store: ObjectStore, digest: Digest) -> bool:
+async def has_blob(store: ObjectStore, digest: Digest, *, claim: bool = True) -> bool:
+    """Whether ``store`` holds the blob, claimed first so a writer may rely on the answer
+    (``claim=False``: a dry run, which writes nothing and relies on nothing)."""
+    if claim:
+        await claims_for(store).claim(digest)
     try:
         await store.size(layout.blob_data(digest))
     except NotFound:
@@ -42,6 +51,7 @@ async def put_blob(store: ObjectStore, digest: Digest, chunks: AsyncIterable[byt
 
 
 async def link_blob(store: ObjectStore, name: str, digest: Digest) -> None:
+    await claims_for(store).claim(digest)
     await store.put(layout.layer_link(name, digest), layout.link_content(digest))
 
 
@@ -62,6 +72,7 @@ async def put_manifest(store: ObjectStore, name: str, data: bytes) -> Digest:
 
 async def put_tag(store: ObjectStore, name: str, tag: str, digest: Digest) -> None:
     """Point ``tag`` at ``digest``: the history entry first, the current link last."""
+    await claims_for(store).claim_all([digest, (name, tag)])
     await store.put(layout.tag_index_link(name, tag, digest), layout.link_content(digest))
     await store.put(layout.tag_current_link(name, tag), layout.link_content(digest))
 

@@ -6,7 +6,9 @@ repository links, and the tag last (``registry.writer``). A run killed anywhere 
 pointing at missing content, and the next run skips everything already committed: a blob
 already in the bucket is never downloaded again, whichever repository or registry it came from.
 Every write into a repository (link, manifest, tag) and every download first asks the copy's
-guard, the rule's lease (sync/lease.py): a worker that lost it commits nothing more.
+guard, the rule's lease (sync/lease.py): a worker that lost it commits nothing more. What a copy
+writes or finds already there is claimed first (registry/claims.py), so a garbage collection
+running meanwhile keeps it; a manifest or tag is committed only while those claims still hold.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from registry import layout, writer
+from registry.claims import claims_for
 from registry.digest import Digest
 from registry.errors import RegistryError
 from registry.flight import SingleFlight
@@ -78,6 +81,7 @@ class Copier:
         self.progress = progress or Progress()
         self.guard = guard
         self.stats = CopyStats()
+        self.claims = claims_for(store)
         self._blob_flights = SingleFlight()
         self._claimed: set[Digest] = set()
 
@@ -90,39 +94,51 @@ class Copier:
         await self.copy_manifest(repository, ref.digest, name)
         if not self.dry_run:
             self.guard(f"tag {name}:{tag}")
+            await self.claims.ensure([ref.digest])
             await writer.put_tag(self.store, name, tag, ref.digest)
         self.stats.images += 1
         return ref.digest
 
-    async def copy_manifest(self, repository: str, digest: Digest, name: str) -> None:
-        """A manifest and everything under it; nothing if ``name`` already has it committed."""
-        if await self._exists(layout.revision_link(name, digest)):
-            return
+    async def copy_manifest(self, repository: str, digest: Digest, name: str, *,
+                            force: bool = False) -> None:
+        """A manifest and everything under it; nothing if ``name`` already has it committed.
+        ``force`` (repairs) fetches every manifest again and every blob the store lacks."""
+        if not force:
+            if not self.dry_run:  # the revision found is relied on, with all below it
+                await self.claims.claim(digest)
+            if await self._exists(layout.revision_link(name, digest)):
+                return
         _, data = await self.upstream.get_manifest(repository, str(digest))
         doc = parse_manifest(data)
         media_type = media_type_of(doc)
         if media_type == DOCKER_MANIFEST_V1_SIGNED:
             raise CopyError(f"{repository}@{digest}: schema 1 manifests are not supported")
+        needs: list[Digest] = []
         if media_type in INDEX_TYPES:
             children = select_children(doc.get("manifests", []), self.platforms,
                                        self.referrers)
-            await _gather(self.copy_manifest(repository, Digest.parse(c["digest"]), name)
-                          for c in children)
+            needs = [Digest.parse(c["digest"]) for c in children]
+            await _gather(self.copy_manifest(repository, child, name, force=force)
+                          for child in needs)
         else:
-            blobs = [doc.get("config"), *doc.get("layers", [])]
-            await _gather(self._blob(repository, b, name) for b in blobs if isinstance(b, dict))
+            blobs = [b for b in [doc.get("config"), *doc.get("layers", [])] if isinstance(b, dict)]
+            needs = [Digest.parse(b["digest"]) for b in blobs]
+            await _gather(self._blob(repository, b, name) for b in blobs)
         if self.referrers:
             for referrer in await self.upstream.referrers(repository, digest):
-                await self.copy_manifest(repository, Digest.parse(referrer["digest"]), name)
+                await self.copy_manifest(repository, Digest.parse(referrer["digest"]), name,
+                                         force=force)
         if not self.dry_run:
             self.guard(f"manifest {name}@{digest}")
+            await self.claims.ensure(needs)
             await writer.put_manifest(self.store, name, data)
         self.stats.manifests += 1
 
     async def _blob(self, repository: str, descriptor: dict[str, Any], name: str) -> None:
         digest = Digest.parse(descriptor["digest"])
         size = int(descriptor.get("size", 0))
-        if descriptor.get("urls") and not await writer.has_blob(self.store, digest):
+        if descriptor.get("urls") and not await writer.has_blob(self.store, digest,
+                                                                claim=not self.dry_run):
             return  # non-distributable (foreign) layer: clients fetch it from its own URLs
         # Two images of one run sharing a layer: one download, both wait for it; only the
         # first counts it as downloaded.
@@ -142,7 +158,7 @@ class Copier:
 
     async def _fetch(self, repository: str, digest: Digest, size: int) -> bool:
         """Download ``digest`` unless the store has it (a dry run only says it would)."""
-        if await writer.has_blob(self.store, digest):
+        if await writer.has_blob(self.store, digest, claim=not self.dry_run):
             return False
         if self.dry_run:
             return True

@@ -70,9 +70,10 @@ class Lease:
     """One rule's lease as one worker holds it (or not)."""
 
     def __init__(self, store: ObjectStore, rule: str, ttl: float, *,
-                 holder: str | None = None, clocks: Clocks = SYSTEM_CLOCKS) -> None:
+                 holder: str | None = None, clocks: Clocks = SYSTEM_CLOCKS,
+                 key: str | None = None) -> None:
         self.store = store
-        self.key = layout.sync_lease(rule)
+        self.key = key or layout.sync_lease(rule)  # another key: garbage collection's lease
         self.rule = rule
         self.ttl = ttl
         self.margin = ttl * MARGIN_FRACTION

@@ -27,7 +27,13 @@ from registry.mediatypes import INDEX_TYPES, media_type_of, parse_manifest
 from registry.mirrorconfig import MirrorRule, covers
 from registry.names import Reference, canonical_registry
 from registry.store import ObjectStore, open_store
-from registry.syncstate import RuleState, load_state, save_state
+from registry.syncstate import (
+    RuleState,
+    load_selection,
+    load_state,
+    save_selection,
+    save_state,
+)
 from registry.upstream.client import Upstream
 from registry.upstream.errors import UpstreamError, UpstreamNotFound
 from sync.copier import Copier, CopyStats, Guard, Progress, describe_error, unguarded
@@ -158,6 +164,11 @@ class Syncer:
         state.last_run = time.time()
         queued = await self._queued(rule)
         await run.mirror_selected(await self._repositories(rule, run.upstream))
+        if not self.dry_run and run.selected:
+            selection = await load_selection(self.store, rule.name)
+            selection.update(run.selected)  # a repository whose listing failed keeps its own
+            guard(f"the selection of rule {rule.name}")
+            await save_selection(self.store, rule.name, selection)
         for repository, references in queued.items():
             await run.mirror_queued(repository, references)
             if not self.dry_run:
@@ -219,6 +230,7 @@ class RuleRun:
         self.images = asyncio.Semaphore(IMAGES_AT_ONCE)
         # (repository, reference) -> done, or failed for a reason a later run may not have
         self.handled: dict[tuple[str, Reference], bool] = {}
+        self.selected: dict[str, list[str]] = {}  # repository -> tags selected (and existing)
 
     def name(self, repository: str) -> str:
         return f"{self.registry}/{repository}"
@@ -238,6 +250,7 @@ class RuleRun:
             missing = [t for t in self.rule.tag_filter.names if t not in tags]
             for tag in missing:
                 self.copier.stats.failures.append(f"{self.name(repository)}:{tag}: no such tag")
+            self.selected[repository] = [t for t in selected if t not in missing]
             await self._copy(repository, [*(t for t in selected if t not in missing), *digests])
 
     async def mirror_queued(self, repository: str, references: list[Reference]) -> None:

@@ -1,6 +1,6 @@
-"""The dependency arrows: registry <- gateway, registry <- sync, registry <- node, and only the
-command package (regfront/, the composition root) imports them all. Read from the source, so a
-new import that points the wrong way fails here rather than in a review."""
+"""The dependency arrows: registry <- gateway, registry <- sync <- lifecycle, registry <- node,
+and only the command package (regfront/, the composition root) imports them all. Read from the
+source, so a new import that points the wrong way fails here rather than in a review."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ ALLOWED = {
     "gateway": {"registry", "gateway"},
     "sync": {"registry", "sync"},
     "node": {"registry", "node"},
-    "regfront": {"registry", "gateway", "sync", "node", "regfront"},
+    # Garbage collection, verify and status: the sync side (it repairs through sync's copier).
+    "lifecycle": {"registry", "sync", "lifecycle"},
+    "regfront": {"registry", "gateway", "sync", "node", "lifecycle", "regfront"},
 }
 
 

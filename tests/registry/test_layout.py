@@ -76,3 +76,46 @@ def test_miss_keys_and_their_parse() -> None:
 ])
 def test_parse_miss_refuses_every_other_key(key: str) -> None:
     assert layout.parse_miss(key) is None
+
+
+def test_walking_keys_are_the_parents_of_the_keys_above() -> None:
+    name = "docker.io/library/nginx"
+    assert layout.blobs_dir() == "docker/registry/v2/blobs/"
+    assert layout.blob_shard_dir("sha256", "4c") + f"{HEX}/data" == layout.blob_data(DIGEST)
+    assert layout.revisions_dir(name) == f"{REPO}/_manifests/revisions/"
+    assert layout.revisions_dir(name, "sha256") + f"{HEX}/link" == layout.revision_link(
+        name, DIGEST)
+    assert layout.layers_dir(name, "sha256") + f"{HEX}/link" == layout.layer_link(name, DIGEST)
+    assert layout.tag_index_dir(name, "1", "sha256") + f"{HEX}/link" == layout.tag_index_link(
+        name, "1", DIGEST)
+    subject = layout.referrer_subjects_dir(name, "sha256") + f"{HEX}/"
+    assert subject == layout.referrers_dir(name, DIGEST)
+    assert layout.parse_referrer_entry(f"sha256-{HEX}") == DIGEST
+    assert layout.parse_referrer_entry("sha256-xyz") is None
+
+
+def test_garbage_collection_keys_live_under_regfront() -> None:
+    """The GC state, its lease, writers' claims and the doomed shards (docs/retention.md)."""
+    assert layout.gc_state() == "regfront/v1/gc/state.json"
+    assert layout.gc_report() == "regfront/v1/gc/report.json"
+    assert layout.gc_lease() == "regfront/v1/gc/lease"
+    assert layout.subject_key(DIGEST) == f"sha256-{HEX}"
+    tag_key = layout.subject_key(("docker.io/library/nginx", "1.27"))
+    assert tag_key == "tag-" + Digest.from_bytes(b"docker.io/library/nginx:1.27").hex
+    claim = layout.claim(f"sha256-{HEX}", 1_800_000_000)
+    assert claim == f"regfront/v1/gc/claims/1800000000-sha256-{HEX}"
+    assert layout.parse_claim(claim.rpartition("/")[2]) == (1_800_000_000, f"sha256-{HEX}")
+    assert layout.parse_claim(layout.claim(tag_key, 7).rpartition("/")[2]) == (7, tag_key)
+    assert layout.parse_claim("1800000000-sha256-nothex") is None
+    assert layout.doomed_shard(f"sha256-{HEX}") == "regfront/v1/gc/doomed/4c"
+    assert layout.doomed_shard(tag_key) == f"regfront/v1/gc/doomed/{tag_key[4:6]}"
+    assert layout.sync_selection("app") == "regfront/v1/sync/selected/app.json"
+
+
+def test_usage_keys_and_their_parse() -> None:
+    assert layout.usage_record("2027-01-15", 1_800_000_000, "host-12-ab") == (
+        "regfront/v1/usage/2027-01-15/1800000000-host-12-ab.json")
+    assert layout.usage_summary("2027-01-15") == "regfront/v1/usage/2027-01-15/summary.json"
+    assert layout.parse_usage_record("1800000000-host-12-ab.json") == (1_800_000_000,
+                                                                       "host-12-ab")
+    assert layout.parse_usage_record("summary.json") is None

@@ -1,0 +1,75 @@
+"""Exposure: images pulled recently that are not complete in the bucket - the pulls that would
+fail (or fall through to the upstream) if that upstream went down now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lifecycle.inventory import Inventory
+from lifecycle.manifests import Manifests
+from registry.digest import Digest
+from registry.errors import RegistryError
+from registry.usage import Pulls
+
+
+@dataclass(frozen=True, order=True)
+class Exposed:
+    name: str
+    reference: str  # the tag asked for, else the digest
+    digest: str
+    missing: str  # the first thing found missing
+    last_pulled: float
+
+
+async def missing_part(inventory: Inventory, manifests: Manifests, name: str,
+                       digest: Digest) -> str | None:
+    """What ``name@digest`` lacks to be pulled from the bucket alone, or None if nothing."""
+    repo = inventory.repositories.get(name)
+    if repo is None:
+        return "the repository"
+    pending, seen = [digest], set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current not in repo.revisions:
+            return f"manifest {current} (no revision link)"
+        if current not in inventory.blobs:
+            return f"manifest {current} (no blob)"
+        manifest = await manifests.get(current)
+        if manifest is None:
+            return f"manifest {current} (unreadable)"
+        pending += manifest.children
+        for needed in manifest.blobs:
+            if needed not in inventory.blobs:
+                return f"blob {needed}"
+            if needed not in repo.layers:
+                return f"blob {needed} (no layer link)"
+    return None
+
+
+async def exposed(inventory: Inventory, manifests: Manifests, pulls: Pulls,
+                  since: float) -> list[Exposed]:
+    """Every (repository, reference) pulled since ``since`` whose image is not complete."""
+    found: list[Exposed] = []
+    latest: dict[tuple[str, str], tuple[float, str]] = {}
+    for key, pull in pulls.items():
+        if pull.last < since:
+            continue
+        reference = key.tag or key.digest
+        known = latest.get((key.name, reference))
+        if known is None or pull.last > known[0]:
+            latest[(key.name, reference)] = (pull.last, key.digest)
+    for (name, reference), (last, recorded) in sorted(latest.items()):
+        repo = inventory.repositories.get(name)
+        # A tag is judged by where it points now (sync may have moved it since the pull).
+        current = repo.tags.get(reference) if repo is not None and reference != recorded else None
+        try:
+            digest = current or Digest.parse(recorded)
+        except RegistryError:
+            continue
+        missing = await missing_part(inventory, manifests, name, digest)
+        if missing is not None:
+            found.append(Exposed(name, reference, str(digest), missing, last))
+    return found

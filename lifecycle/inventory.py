@@ -1,0 +1,170 @@
+"""What the bucket holds, from listings: every repository's tags (and where each points), tag
+histories, revisions, layer links and referrer entries; every blob; every writer's claim.
+
+Listings may lag writes; nothing here decides anything. Keys come from registry/layout.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from registry import layout
+from registry.digest import Digest
+from registry.errors import RegistryError
+from registry.store import NotFound, ObjectStore
+
+
+@dataclass
+class Repository:
+    name: str
+    tags: dict[str, Digest | None] = field(default_factory=dict)  # None: no readable link
+    history: dict[str, set[Digest]] = field(default_factory=dict)  # tag -> its index entries
+    revisions: set[Digest] = field(default_factory=set)
+    layers: set[Digest] = field(default_factory=set)
+    referrers: dict[Digest, set[Digest]] = field(default_factory=dict)  # subject -> referrers
+
+
+@dataclass
+class Inventory:
+    repositories: dict[str, Repository]
+    blobs: set[Digest]
+    claims: list[tuple[int, str]]  # (unix time, subject key) of every claim listed
+    listed_at: float  # wall clock when listing began
+
+    def repository(self, name: str) -> Repository:
+        return self.repositories.setdefault(name, Repository(name))
+
+
+def parse_digest(algorithm: str, hex_part: str) -> Digest | None:
+    try:
+        return Digest.parse(f"{algorithm}:{hex_part}")
+    except RegistryError:
+        return None
+
+
+class Lister:
+    """Store listings and small reads with at most ``concurrency`` in flight."""
+
+    def __init__(self, store: ObjectStore, concurrency: int) -> None:
+        self.store = store
+        self.slots = asyncio.Semaphore(concurrency)
+
+    async def children(self, prefix: str) -> list[str]:
+        async with self.slots:
+            return await self.store.children(prefix)
+
+    async def get(self, key: str) -> bytes:
+        async with self.slots:
+            return await self.store.get(key)
+
+    async def size(self, key: str) -> int:
+        async with self.slots:
+            return await self.store.size(key)
+
+    async def put(self, key: str, data: bytes) -> None:
+        async with self.slots:
+            await self.store.put(key, data)
+
+    async def delete(self, key: str) -> None:
+        async with self.slots:
+            await self.store.delete(key)
+
+    async def digests(self, parent: Callable[[str | None], str]) -> set[Digest]:
+        """Digests under ``parent(algorithm)`` for every algorithm ``parent(None)`` lists."""
+        found: set[Digest] = set()
+        for algorithm in await self.children(parent(None)):
+            for entry in await self.children(parent(algorithm)):
+                if (digest := parse_digest(algorithm, entry)) is not None:
+                    found.add(digest)
+        return found
+
+    async def link(self, key: str) -> Digest | None:
+        try:
+            data = await self.get(key)
+            return Digest.parse(data.decode("ascii", "replace").strip())
+        except (NotFound, RegistryError):
+            return None
+
+
+async def _names(lister: Lister, root: str, part: str) -> list[str]:
+    """Repository names under ``root``: directories holding ``part`` (``_manifests``...)."""
+    found: list[str] = []
+
+    async def walk(path: str) -> None:
+        children = await lister.children(f"{root}{path}/")
+        if any(child in layout.REPOSITORY_PARTS for child in children) and (
+                part in children or part == "*"):
+            found.append(path)
+        await asyncio.gather(*(walk(f"{path}/{child}") for child in children
+                               if not child.startswith("_")))
+
+    await asyncio.gather(*(walk(top) for top in await lister.children(root)))
+    return sorted(found)
+
+
+async def _repository(lister: Lister, repository: Repository) -> None:
+    name = repository.name
+    tags = await lister.children(layout.tags_dir(name))
+
+    async def tag(tag: str) -> None:
+        repository.tags[tag] = await lister.link(layout.tag_current_link(name, tag))
+        repository.history[tag] = await lister.digests(
+            lambda algorithm: layout.tag_index_dir(name, tag, algorithm))
+
+    async def revisions() -> None:
+        repository.revisions = await lister.digests(
+            lambda algorithm: layout.revisions_dir(name, algorithm))
+
+    async def layers() -> None:
+        repository.layers = await lister.digests(
+            lambda algorithm: layout.layers_dir(name, algorithm))
+
+    await asyncio.gather(revisions(), layers(), *map(tag, tags))
+
+
+async def _referrers(lister: Lister, repository: Repository) -> None:
+    name = repository.name
+    subjects = await lister.digests(lambda algorithm: layout.referrer_subjects_dir(name, algorithm))
+
+    async def one(subject: Digest) -> None:
+        entries = await lister.children(layout.referrers_dir(name, subject))
+        repository.referrers[subject] = {digest for entry in entries
+                                         if (digest := layout.parse_referrer_entry(entry))}
+
+    await asyncio.gather(*map(one, subjects))
+
+
+async def list_blobs(lister: Lister) -> set[Digest]:
+    found: set[Digest] = set()
+
+    async def shard(algorithm: str, prefix: str) -> None:
+        for entry in await lister.children(layout.blob_shard_dir(algorithm, prefix)):
+            if (digest := parse_digest(algorithm, entry)) is not None:
+                found.add(digest)
+
+    for algorithm in await lister.children(layout.blobs_dir()):
+        prefixes = await lister.children(layout.blobs_dir(algorithm))
+        await asyncio.gather(*(shard(algorithm, prefix) for prefix in prefixes))
+    return found
+
+
+async def list_claims(lister: Lister) -> list[tuple[int, str]]:
+    return sorted(parsed for entry in await lister.children(layout.CLAIMS_DIR)
+                  if (parsed := layout.parse_claim(entry)) is not None)
+
+
+async def take_inventory(store: ObjectStore, concurrency: int = 16, *,
+                         wall: Callable[[], float] = time.time) -> Inventory:
+    """List everything; claims first, so a claim made after them is seen at the next look."""
+    lister = Lister(store, concurrency)
+    inventory = Inventory({}, set(), [], wall())
+    inventory.claims = await list_claims(lister)
+    names = await _names(lister, layout.REPOSITORIES_ROOT, "*")
+    referrer_names = await _names(lister, layout.REFERRER_REPOSITORIES_ROOT, "_referrers")
+    await asyncio.gather(*(_repository(lister, inventory.repository(n)) for n in names))
+    await asyncio.gather(*(_referrers(lister, inventory.repository(n)) for n in referrer_names))
+    inventory.blobs = await list_blobs(lister)
+    return inventory
