@@ -151,6 +151,8 @@ resource "azurerm_container_app" "this" {
   depends_on = [
     azurerm_role_assignment.gateway_read,
     azurerm_role_assignment.gateway_delegator,
+    azurerm_role_assignment.gateway_misses,
+    azurerm_role_assignment.gateway_pull_through,
     azurerm_role_assignment.acr_pull,
     terraform_data.this,
   ]

@@ -80,8 +80,8 @@ resource "azurerm_storage_account" "this" {
     }
   }
 
-  # Key-signed SAS is impossible (shared keys are off); this logs any SAS, the gateway's user
-  # delegation SAS included, that outlives an hour (gateway.presign_expiry is 20 minutes).
+  # A guard should shared keys ever be turned on: key-signed SAS valid for over an hour is
+  # logged. (The gateway's user delegation SAS lives gateway.presign_expiry, 20 minutes.)
   sas_policy {
     expiration_period = "0.01:00:00"
     expiration_action = "Log"
