@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -51,15 +51,73 @@ class TokenServiceUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Login:
-    """A username and password, resolved just before use so rotated secrets are picked up."""
+    """A username and password, resolved just before use so rotated secrets are picked up.
+
+    With ``refresh_token`` the password is an OAuth2 refresh token (an identity token, as ACR's
+    exchange gives): Bearer tokens are then asked for with the OAuth2 refresh-token grant.
+    """
 
     username: str
     password: str = field(repr=False)
+    refresh_token: bool = False
 
     def basic(self) -> str:
         """The ``Authorization`` header value for HTTP Basic."""
         raw = f"{self.username}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+class LoginSource(Protocol):
+    """Where an upstream's login comes from: configured secrets, or the worker's cloud identity
+    (registry/upstream/cloud.py), each asked again before every token request."""
+
+    own_origin_only: bool
+    """Send the login to no token service but one on the upstream's own origin (cloud tokens,
+    which are worth far more than one registry's password)."""
+
+    async def login(self, base: str, challenge: Challenge | None) -> Login | None:
+        """The login for ``base``, whose last 401 said ``challenge`` (None before any)."""
+        ...
+
+    def who(self, base: str) -> str:
+        """Whose login it is, for messages: never a secret."""
+        ...
+
+    def invalidate(self) -> None:
+        """Forget a cached login the upstream refused: the next one is fetched anew."""
+        ...
+
+    async def aclose(self) -> None:
+        ...
+
+
+class ConfiguredLogin:
+    """A username and password from the config's sources, read on every call."""
+
+    own_origin_only = False
+
+    def __init__(self, credentials: Credentials, registry: str) -> None:
+        self.credentials = credentials
+        self.registry = registry
+
+    def _hosts(self, base: str) -> list[str]:
+        return [httpx.URL(base).netloc.decode("ascii"), self.registry]
+
+    async def login(self, base: str, challenge: Challenge | None) -> Login:
+        return resolve_login(self.credentials, self._hosts(base))
+
+    def who(self, base: str) -> str:
+        try:
+            login = resolve_login(self.credentials, self._hosts(base))
+            return f"credentials for user {login.username!r}"
+        except CredentialsError:
+            return "the configured credentials"
+
+    def invalidate(self) -> None:
+        pass  # read anew on every call already
+
+    async def aclose(self) -> None:
+        pass
 
 
 def resolve_login(credentials: Credentials, hosts: Sequence[str]) -> Login:
@@ -223,22 +281,20 @@ class _Token:
 class Authenticator:
     """One upstream's auth state: the challenge each URL gave, and tokens per (URL, scope)."""
 
-    def __init__(self, client: httpx.AsyncClient, credentials: Credentials | None,
-                 registry: str, clock: Callable[[], float]) -> None:
+    def __init__(self, client: httpx.AsyncClient, logins: LoginSource | None,
+                 clock: Callable[[], float]) -> None:
         self._client = client
-        self._credentials = credentials
-        self._registry = registry
+        self._logins = logins
         self._clock = clock
         self._challenges: dict[str, Challenge] = {}
         self._tokens: dict[tuple[str, str], _Token] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
-    def login(self, base: str) -> Login | None:
-        """The configured login, read now; None when the upstream has no credentials."""
-        if self._credentials is None:
+    async def login(self, base: str) -> Login | None:
+        """The login for ``base`` now; None when the upstream has no credentials."""
+        if self._logins is None:
             return None
-        return resolve_login(self._credentials,
-                             [httpx.URL(base).netloc.decode("ascii"), self._registry])
+        return await self._logins.login(base, self._challenges.get(base))
 
     async def authorization(self, base: str, scope: str) -> str | None:
         """What to send before any 401: a live token, or what this URL asked for last time.
@@ -252,7 +308,7 @@ class Authenticator:
         if challenge is None:
             return None
         if challenge.scheme == "basic":
-            login = self.login(base)
+            login = await self.login(base)
             return None if login is None else login.basic()
         return await self._token(base, scope, challenge, stale=None)
 
@@ -263,7 +319,7 @@ class Authenticator:
             raise AuthError(f"{request}: 401 without a Bearer or Basic challenge", 401)
         self._challenges[base] = challenge
         if challenge.scheme == "basic":
-            login = self.login(base)
+            login = await self.login(base)
             if login is None:
                 raise AuthError(f"{request} needs credentials and none are configured", 401)
             if login.basic() == sent:
@@ -273,9 +329,11 @@ class Authenticator:
 
     def refusal(self, base: str, scope: str, status: int, request: str) -> AuthError:
         """The error for a 401/403 that came back although we authenticated."""
-        login = self.login(base)
-        who = ("anonymous access was" if login is None else
-               f"credentials for user {login.username!r} were")
+        if self._logins is None:
+            who = "anonymous access was"
+        else:
+            who = f"{self._logins.who(base)} were"
+            self._logins.invalidate()  # a cloud token revoked early: the next request renews it
         hint = ""
         challenge = self._challenges.get(base)
         if challenge is not None and challenge.scheme == "bearer":
@@ -299,18 +357,28 @@ class Authenticator:
         realm = challenge.realm
         if not realm or not realm.startswith(("https://", "http://")):
             raise AuthError("Bearer challenge without an http(s) realm", 401)
-        login = self.login(base)
-        headers: dict[str, str] = {}
+        login = await self.login(base)
         if login is not None:
             if realm.startswith("http://") and base.startswith("https://"):
                 raise AuthError(f"token realm {realm} is plain http; refusing to send "
                                 "credentials there", 401)
-            headers["Authorization"] = login.basic()
+            if self._logins is not None and self._logins.own_origin_only and \
+                    httpx.URL(realm).netloc != httpx.URL(base).netloc:
+                raise AuthError(f"token realm {realm} is not on {base}; refusing to send the "
+                                "worker's cloud credentials there")
         params = {"scope": scope}  # always ours: it is what the token is cached under
         if challenge.service:
             params["service"] = challenge.service
         try:
-            response = await self._client.get(realm, params=params, headers=headers)
+            if login is not None and login.refresh_token:
+                # OAuth2 (distribution's token spec, and ACR's documented flow): the identity
+                # token goes in a form body, never in a URL that proxies may log.
+                response = await self._client.post(realm, data={
+                    **params, "grant_type": "refresh_token", "client_id": "regfront",
+                    "refresh_token": login.password})
+            else:
+                headers = {"Authorization": login.basic()} if login is not None else {}
+                response = await self._client.get(realm, params=params, headers=headers)
         except httpx.TransportError as exc:
             raise TokenServiceUnavailable(f"token service {realm}: "
                                           f"{type(exc).__name__}: {exc}") from exc
@@ -318,8 +386,10 @@ class Authenticator:
         if status == 429 or status >= 500:
             raise TokenServiceUnavailable(f"token service {realm}: {status}")
         if status in (401, 403):
-            who = ("anonymous access was" if login is None else
-                   f"credentials for user {login.username!r} were")
+            who = "anonymous access was" if self._logins is None else \
+                f"{self._logins.who(base)} were"
+            if self._logins is not None:
+                self._logins.invalidate()
             raise AuthError(f"{who} refused by the token service {realm} ({status})", status)
         try:
             doc: Any = response.json() if status == 200 else None

@@ -10,7 +10,8 @@ server's health, and asking every URL about each absent tag would multiply traff
 rate-limited primary while making the result depend on which URL happened to answer.
 
 Authentication is the distribution token flow (Bearer, tokens cached per URL and scope until
-shortly before they expire) or HTTP Basic, whichever the upstream's 401 asks for. Redirects are
+shortly before they expire) or HTTP Basic, whichever the upstream's 401 asks for, with the
+configured login or the worker's cloud identity (cloud.py). Redirects are
 followed here, not by httpx, so ``Authorization`` only ever goes to the upstream's own origin:
 blob GETs redirect to CDNs and buckets, and S3 rejects a request carrying two auth mechanisms.
 """
@@ -53,6 +54,7 @@ from registry.upstream.auth import (
     parse_challenges,
     pick_challenge,
 )
+from registry.upstream.cloud import DEFAULT_IDENTITIES, Identities, login_source
 from registry.upstream.errors import (
     TransientError,
     UpstreamAuthError,
@@ -141,7 +143,10 @@ class Upstream:
     def __init__(self, registry: str, config: UpstreamConfig, *,
                  transport: httpx.AsyncBaseTransport | None = None, sleep: Sleep = asyncio.sleep,
                  clock: Clock = time.monotonic, page_size: int = PAGE_SIZE,
-                 chunk_size: int = CHUNK_SIZE, on_response: ResponseHook | None = None) -> None:
+                 chunk_size: int = CHUNK_SIZE, on_response: ResponseHook | None = None,
+                 identities: Identities = DEFAULT_IDENTITIES) -> None:
+        """``identities``: where a ``credentials.provider`` login comes from (tests put their
+        own token issuers there)."""
         self.registry = registry
         self.config = config
         self.page_size = page_size
@@ -161,7 +166,9 @@ class Upstream:
             headers={"User-Agent": USER_AGENT}, follow_redirects=False,
             # Sees every response's headers (regfront check reports rate-limit headers).
             event_hooks={"response": [on_response]} if on_response else None)
-        self._auth = Authenticator(self._client, config.credentials, registry, clock)
+        self._logins = login_source(config.credentials, registry, config.urls, self._client,
+                                    clock, identities)
+        self._auth = Authenticator(self._client, self._logins, clock)
 
     def _verify(self) -> ssl.SSLContext | bool:
         if not self.config.tls_verify:
@@ -179,7 +186,11 @@ class Upstream:
         return context
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        try:
+            if self._logins is not None:
+                await self._logins.aclose()
+        finally:
+            await self._client.aclose()
 
     async def __aenter__(self) -> Upstream:
         return self
