@@ -202,6 +202,10 @@ def test_no_deprecated_attributes(module: Path) -> None:
     assert not used, used
 
 
+# A store URL of the form each cloud's module builds, parsed with the config.
+NATIVE_URL = {"aws": "s3://acme-regfront/mirror?region=eu-west-1",
+              "gcp": "gs://acme-regfront/mirror",
+              "azure": "az://regfront/mirror?account=acmeregfront"}
 # Rule fields config.tf leaves out unless set: their YAML default is not what null means.
 OMITTED_WHEN_UNSET = {"retention"}
 
@@ -231,7 +235,7 @@ def test_examples_render_a_config_regfront_accepts(example: Path, tmp_path: Path
         assert result.returncode == 0, result.stderr
         heredoc = re.fullmatch(r"\s*<<EOT\n(.*)EOT\s*", result.stdout, re.S)
         assert heredoc is not None, result.stdout
-        text = heredoc[1] + 'storage: [{url: "s3://bucket/mirror?region=eu-west-1"}]\n'
+        text = heredoc[1] + f'storage: [{{url: "{NATIVE_URL[example.parents[1].name]}"}}]\n'
         config = parse_config(text, f"{_rel(example)}/config.tf")
         assert config.mirror
         assert config.upstreams
@@ -244,6 +248,7 @@ def test_examples_render_a_config_regfront_accepts(example: Path, tmp_path: Path
         if tfvars:  # the tfvars example shows the fields in use, not only their defaults
             rule = config.mirror[0]
             assert rule.referrers and rule.tag_ttl and rule.tag_filter.exclude
+            assert "retention" in rules[0]
             assert rule.tag_filter.names and rule.tag_filter.include
         else:
             assert [rule.name for rule in config.mirror] == ["nginx"]
