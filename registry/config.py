@@ -30,6 +30,9 @@ DEFAULT_LISTEN = "127.0.0.1:5000"
 
 class StorageConfig(StrictModel):
     url: str = Field(min_length=1)
+    # Sync writes every primary (one per cloud, say): each layer downloaded once, written to
+    # each. Marked nowhere: the last entry is the primary (the others replicate it).
+    primary: bool = False
 
     @field_validator("url")
     @classmethod
@@ -123,9 +126,14 @@ class Config(StrictModel):
     auth: AuthConfig | None = None
 
     @property
+    def primaries(self) -> list[StorageConfig]:
+        """The stores sync writes to: those marked ``primary``, in order; else the last."""
+        return [s for s in self.storage if s.primary] or [self.storage[-1]]
+
+    @property
     def primary(self) -> StorageConfig:
-        """The last store: the one sync writes to (the others are replicas of it)."""
-        return self.storage[-1]
+        """The first primary: where sync's leases live (the last store when none is marked)."""
+        return self.primaries[0]
 
 
 def with_overrides(config: Config, storage: Sequence[str] = (),

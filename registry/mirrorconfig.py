@@ -241,7 +241,10 @@ class SyncConfig(StrictModel):
     blob_concurrency: int = Field(default=4, ge=1, le=64)
     # A rule's lease outlives a dead holder by at most this; a live holder renews it.
     lease_ttl: Duration = Field(default=300.0, ge=10)
-
+    # With several primaries, one that takes no bytes of a blob for this long while the others
+    # wait is out of the run (the next run completes it); kept below the minute an upstream
+    # usually waits for a reader that stopped.
+    target_stall: Duration = Field(default=30.0, gt=0, le=600)
 
 
 def covers(rule: MirrorRule, repository: str) -> bool:

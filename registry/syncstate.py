@@ -19,9 +19,16 @@ class RuleState:
     last_success: float | None = None
     last_error: str | None = None
     last_seconds: float | None = None  # how long the last run took
-    # The last run's counts: images, blobs, blobs_present, bytes_downloaded, bytes_present,
-    # failures (gateways export them as metrics).
+    # The last run's counts in this store: images, blobs, blobs_present, bytes_downloaded,
+    # bytes_present, failures (gateways export them as metrics); with several primaries also
+    # images_failed, blobs_refilled and bytes_refilled (copied from another primary instead of
+    # downloaded) and upstream_bytes_downloaded (the run's, for every primary together).
     last_counts: dict[str, int] = field(default_factory=dict)
+    # The store this state describes (its URL without options), and every primary of the last
+    # run with its first failure (None: complete there): each primary keeps its own state, as
+    # each cloud's gateways read theirs.
+    target: str | None = None
+    targets: dict[str, str | None] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, indent=1).encode()

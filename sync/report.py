@@ -3,7 +3,13 @@ otherwise (a CronJob's log), and a summary at the end either way.
 
 The summary's image counts add up: every image the run reported (one ``image`` event each) is
 exactly one of copied (its tag moved), already current (its tag had not), pinned (a digest,
-copied or already there) or failed - ``images`` is their sum.
+copied or already there) or failed - ``images`` is their sum. An image that some primary lacks
+because that primary failed is failed.
+
+With several primaries, each ``image`` event says which primaries have the image (``targets``:
+label -> null, or why not), each ``rule`` event and the summary have each primary's own counts
+(``targets``), and the run's ``bytes_downloaded`` is what crossed from the upstream, once for
+all of them.
 """
 
 from __future__ import annotations
@@ -11,13 +17,14 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from registry.digest import Digest
 from registry.logs import iso_time
 from sync.copier import CopyStats, Progress
+from sync.targets import TargetStats
 from sync.worker import Events, RuleResult
 
 
@@ -56,7 +63,8 @@ class Reporter(Events):
     def __init__(self) -> None:
         self.tally = Tally()
 
-    def image_done(self, rule: str, image: str, digest: Digest | None, error: str | None) -> None:
+    def image_done(self, rule: str, image: str, digest: Digest | None, error: str | None,
+                   targets: Mapping[str, str | None]) -> None:
         self.tally.count(rule, image, error)
 
 
@@ -67,15 +75,17 @@ class JsonEvents(Reporter):
         super().__init__()
         self.stream = stream
 
-    def image_done(self, rule: str, image: str, digest: Digest | None, error: str | None) -> None:
-        super().image_done(rule, image, digest, error)
+    def image_done(self, rule: str, image: str, digest: Digest | None, error: str | None,
+                   targets: Mapping[str, str | None]) -> None:
+        super().image_done(rule, image, digest, error, targets)
         _emit(self.stream, "image", rule=rule, image=image,
-              digest=str(digest) if digest else None, error=error)
+              digest=str(digest) if digest else None, error=error, targets=dict(targets))
 
     def rule_done(self, result: RuleResult) -> None:
         _emit(self.stream, "rule", rule=result.rule, skipped=result.skipped,
               seconds=round(result.seconds, 3), **_stats(result.stats),
-              **image_counts(result.stats, self.tally.rules.get(result.rule, Tally())))
+              **image_counts(result.stats, self.tally.rules.get(result.rule, Tally())),
+              targets={label: asdict(stats) for label, stats in result.targets.items()})
 
 
 class _Bytes(Progress):
@@ -110,8 +120,9 @@ class RichEvents(Reporter):
         self.progress = _Bytes(lambda n: self.display.advance(self.task, n))
         self.display.start()
 
-    def image_done(self, rule: str, image: str, digest: Digest | None, error: str | None) -> None:
-        super().image_done(rule, image, digest, error)
+    def image_done(self, rule: str, image: str, digest: Digest | None, error: str | None,
+                   targets: Mapping[str, str | None]) -> None:
+        super().image_done(rule, image, digest, error, targets)
         if error:
             self.console.print(f"[red]✗[/red] {image} [dim]({rule})[/dim]: {error}")
         else:
@@ -135,8 +146,11 @@ def _stats(stats: CopyStats) -> dict[str, Any]:
 def summary(results: Sequence[RuleResult], seconds: float, tally: Tally) -> dict[str, Any]:
     """The run in numbers: what was copied, what was already there, what failed and why."""
     total = CopyStats()
+    targets: dict[str, TargetStats] = {}
     for result in results:
         total.add(result.stats)
+        for label, stats in result.targets.items():
+            targets.setdefault(label, TargetStats()).add(stats)
     return {
         "rules": len(results),
         "rules_skipped": [r.rule for r in results if r.skipped],
@@ -144,6 +158,7 @@ def summary(results: Sequence[RuleResult], seconds: float, tally: Tally) -> dict
         "mb_per_second": round(total.bytes_downloaded / 1e6 / seconds, 2) if seconds else None,
         **image_counts(total, tally),
         **_stats(total),
+        "targets": {label: asdict(stats) for label, stats in targets.items()},
     }
 
 
@@ -159,6 +174,17 @@ def print_summary(data: dict[str, Any], *, terminal: bool, stream: TextIO = sys.
         f"downloaded {data['bytes_downloaded'] / 1e6:.1f} MB in {data['seconds']:.1f} s, "
         f"skipped {data['bytes_present'] / 1e6:.1f} MB already in the bucket",
     ]
+    targets = data.get("targets", {})
+    if len(targets) > 1:  # one primary: the lines above are its
+        lines += [_target_line(label, stats) for label, stats in targets.items()]
     lines += [f"skipped rule {rule}: another worker holds it" for rule in data["rules_skipped"]]
     lines += [f"FAILED {failure}" for failure in data["failures"]]
     stream.write("\n".join(lines) + "\n")
+
+
+def _target_line(label: str, stats: dict[str, Any]) -> str:
+    state = f"FAILED: {stats['failures'][0]}" if stats["failures"] else "complete"
+    return (f"  {label}: images copied {stats['images']}, current {stats['images_current']}, "
+            f"failed {stats['images_failed']}; wrote {stats['blobs']} blobs "
+            f"({stats['bytes_written'] / 1e6:.1f} MB, {stats['bytes_refilled'] / 1e6:.1f} MB of "
+            f"them from another primary); {state}")

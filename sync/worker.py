@@ -1,9 +1,18 @@
 """Running mirror rules: once (a CronJob, a Cloud Run job) or forever on their schedules.
 
-Each rule runs under its lease, against the primary store (the last ``storage:`` entry: the
-replicas follow it by bucket replication), and every commit checks the lease first: a worker
-that lost it stops the rule and commits nothing more (sync/lease.py). One image failing is
-recorded and the rule goes on; the run's exit status says whether anything failed.
+Each rule runs against every primary store (``storage:`` entries marked ``primary``, one per
+cloud; else the last entry, whose replicas follow it by bucket replication): each upstream blob
+is downloaded once and written to each (sync/copier.py, sync/fanout.py). A target that fails is
+out of the rule's run and the others go on (sync/targets.py); the next run completes it.
+
+Each rule runs under one lease, kept in the first primary: one object to compare-and-swap is
+what makes the lease safe (a lease per target could be held in one and lost in another), and a
+worker that cannot reach the first primary runs nothing rather than risk two workers. Every
+commit, in every target, checks the lease first: a worker that lost it stops the rule and
+commits nothing more (sync/lease.py). The rule's state, its selection and the gateways' miss
+queue live in each target, for that target: a cloud's gateways read their own primary.
+One image failing is recorded and the rule goes on; the run's exit status says whether
+anything failed, in any target.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -27,6 +36,7 @@ from registry.mediatypes import INDEX_TYPES, media_type_of, parse_manifest
 from registry.mirrorconfig import MirrorRule, covers
 from registry.names import Reference, canonical_registry
 from registry.store import ObjectStore, open_store
+from registry.store.errors import StoreError
 from registry.syncstate import (
     RuleState,
     load_selection,
@@ -40,6 +50,7 @@ from sync.copier import Copier, CopyStats, Guard, Progress, describe_error, ungu
 from sync.filters import select_tags
 from sync.lease import SYSTEM_CLOCKS, Clocks, Lease, LeaseHeld, LeaseLost, holding
 from sync.schedule import schedule_for
+from sync.targets import Target, Targets, TargetStats
 
 logger = logging.getLogger("regfront.sync")
 
@@ -52,6 +63,7 @@ class RuleResult:
     stats: CopyStats = field(default_factory=CopyStats)
     skipped: str | None = None  # why the rule did not run (another worker holds it)
     seconds: float = 0.0
+    targets: dict[str, TargetStats] = field(default_factory=dict)  # by label, storage order
 
     @property
     def failed(self) -> bool:
@@ -63,24 +75,28 @@ class Events:
 
     progress: Progress = Progress()
 
-    def image_done(self, rule: str, image: str, digest: Digest | None, error: str | None) -> None:
-        pass
+    def image_done(self, rule: str, image: str, digest: Digest | None, error: str | None,
+                   targets: Mapping[str, str | None]) -> None:
+        """``targets``: each target's label, and why the image is not there (None: it is)."""
 
     def rule_done(self, result: RuleResult) -> None:
         pass
 
 
 class Syncer:
-    """The rules of one config, their upstream clients and the primary store."""
+    """The rules of one config, their upstream clients and the primary stores."""
 
-    def __init__(self, config: Config, *, store: ObjectStore | None = None,
+    def __init__(self, config: Config, *, stores: Sequence[ObjectStore] | None = None,
                  events: Events | None = None, dry_run: bool = False,
                  transport: httpx.AsyncBaseTransport | None = None,
                  clocks: Clocks = SYSTEM_CLOCKS) -> None:
+        """``stores``: the primaries (tests pass theirs); by default the config's, opened."""
         self.config = config
         self.transport = transport  # tests put a misbehaving upstream here
         self.clocks = clocks  # the leases' time; tests pass a fake one
-        self.store = store or open_store(config.primary.url)
+        self.stores = list(stores) if stores is not None else [
+            open_store(primary.url) for primary in config.primaries]
+        self.store = self.stores[0]  # the leases' home
         self.events = events or Events()
         self.dry_run = dry_run
         self.upstreams: dict[str, Upstream] = {}
@@ -103,7 +119,8 @@ class Syncer:
     async def aclose(self) -> None:
         for upstream in self.upstreams.values():
             await upstream.aclose()
-        await self.store.close()
+        for store in self.stores:
+            await store.close()
 
     async def run_once(self, rules: Sequence[MirrorRule]) -> list[RuleResult]:
         results = []
@@ -133,8 +150,9 @@ class Syncer:
         result = RuleResult(rule.name)
         lease = None if self.dry_run else Lease(self.store, rule.name,
                                                 self.config.sync.lease_ttl, clocks=self.clocks)
+        targets = Targets(self.stores)
         try:
-            run = self._run(rule, lease.check if lease else unguarded)
+            run = self._run(rule, targets, lease.check if lease else unguarded)
             result.stats = run.copier.stats  # what was copied counts if the run stops midway
             if lease is None:
                 await self._mirror(run)
@@ -145,64 +163,92 @@ class Syncer:
             result.skipped = str(exc)
         except Exception as exc:  # the rule as a whole (catalog, lease store): say why, go on
             lost = _lease_lost(exc)
-            result.stats.failures.append(str(lost) if lost else
-                                         f"{rule.name}: {describe_error(exc)}")
+            failure = str(lost) if lost else f"{rule.name}: {describe_error(exc)}"
+            result.stats.failures.append(failure)
+            for target in targets.live():
+                target.stats.failures.append(failure)
+        result.stats.failures += [f"{t.label}: {t.down}" for t in targets if t.down]
+        result.targets = {t.label: t.stats for t in targets}
         result.seconds = time.monotonic() - started
         return result
 
-    def _run(self, rule: MirrorRule, guard: Guard) -> RuleRun:
+    def _run(self, rule: MirrorRule, targets: Targets, guard: Guard) -> RuleRun:
         upstream = self.upstream(rule.registry)
-        copier = Copier(self.store, upstream, blob_slots=self.blob_slots,
+        copier = Copier(targets, upstream, blob_slots=self.blob_slots,
                         platforms=rule.platforms, referrers=rule.referrers,
-                        dry_run=self.dry_run, progress=self.events.progress, guard=guard)
+                        dry_run=self.dry_run, progress=self.events.progress, guard=guard,
+                        stall=self.config.sync.target_stall)
         return RuleRun(rule, upstream, copier, self.events)
 
     async def _mirror(self, run: RuleRun) -> None:
-        """The rule's selected tags and digests, then what gateways queued, then its state."""
-        rule, guard = run.rule, run.copier.guard
-        state = await load_state(self.store, rule.name)
-        state.last_run = time.time()
-        queued = await self._queued(rule)
+        """The rule's selected tags and digests, then what gateways queued, then its state:
+        each target's own, in that target."""
+        rule, guard, targets = run.rule, run.copier.guard, run.targets
+        states: dict[Target, RuleState] = {}
+        for target in targets.live():
+            with targets.failing(target, f"reading the state of rule {rule.name}"):
+                states[target] = await load_state(target.store, rule.name)
+        started = time.time()
+        queued = await self._queued(rule, targets)
         await run.mirror_selected(await self._repositories(rule, run.upstream))
         if not self.dry_run and run.selected:
-            selection = await load_selection(self.store, rule.name)
-            selection.update(run.selected)  # a repository whose listing failed keeps its own
             guard(f"the selection of rule {rule.name}")
-            await save_selection(self.store, rule.name, selection)
+            for target in targets.live():
+                with targets.failing(target, f"the selection of rule {rule.name}"):
+                    selection = await load_selection(target.store, rule.name)
+                    selection.update(run.selected)  # a repository whose listing failed keeps
+                    await save_selection(target.store, rule.name, selection)  # its own
         for repository, references in queued.items():
-            await run.mirror_queued(repository, references)
+            await run.mirror_queued(repository, list(references))
             if not self.dry_run:
                 await self._clear_misses(run, repository, references)
         if not self.dry_run:
             guard(f"the state of rule {rule.name}")
-            await save_state(self.store, rule.name, _after(state, run.copier.stats))
+            verdicts = {t.label: t.stats.failures[0] if t.stats.failures else None
+                        for t in targets}
+            for target in targets:  # one that is out gets its state too, if it takes it
+                state = states.get(target, RuleState())
+                state.last_run = started
+                try:
+                    await save_state(target.store, rule.name,
+                                     _after(state, target, run.copier.stats, verdicts))
+                except StoreError as exc:
+                    targets.failed(target, f"the state of rule {rule.name}", exc)
 
-    async def _queued(self, rule: MirrorRule) -> dict[str, list[Reference]]:
-        """Misses the gateways queued for this rule's repositories: repository -> references."""
+    async def _queued(self, rule: MirrorRule,
+                      targets: Targets) -> dict[str, dict[Reference, list[Target]]]:
+        """Misses the gateways queued for this rule's repositories, in any target:
+        repository -> reference -> the targets holding that miss."""
         registry = canonical_registry(rule.registry)
-        found: dict[str, list[Reference]] = {}
+        found: dict[str, dict[Reference, list[Target]]] = {}
 
-        async def walk(prefix: str) -> None:
-            for child in await self.store.children(prefix):
+        async def walk(target: Target, prefix: str) -> None:
+            for child in await target.store.children(prefix):
                 parsed = layout.parse_miss(prefix + child)
                 if parsed is None:  # a directory on the way down
-                    await walk(f"{prefix}{child}/")
+                    await walk(target, f"{prefix}{child}/")
                     continue
                 repository = parsed[0].partition("/")[2]
                 if covers(rule, repository):
-                    found.setdefault(repository, []).append(parsed[1])
+                    found.setdefault(repository, {}).setdefault(parsed[1], []).append(target)
 
-        await walk(layout.misses_dir(registry))
+        for target in targets.live():
+            with targets.failing(target, "reading the miss queue"):
+                await walk(target, layout.misses_dir(registry))
         return found
 
     async def _clear_misses(self, run: RuleRun, repository: str,
-                            references: list[Reference]) -> None:
-        """A miss is cleared once handled: filtered out, copied, or gone upstream."""
+                            references: Mapping[Reference, list[Target]]) -> None:
+        """A miss is cleared once handled (filtered out, copied, or gone upstream), in each
+        target that holds it and has the image."""
         name = run.name(repository)
-        for reference in references:
+        for reference, holders in references.items():
             if run.handled.get((repository, reference), True):
                 run.copier.guard(f"clearing the miss {name} {reference}")
-                await self.store.delete(layout.miss(name, reference))
+                for target in holders:
+                    if target.live:
+                        with run.targets.failing(target, f"clearing the miss {name}"):
+                            await target.store.delete(layout.miss(name, reference))
 
     async def _repositories(self, rule: MirrorRule, upstream: Upstream) -> list[str]:
         plain = [r for r in rule.repositories if not any(ch in r for ch in "*?[")]
@@ -225,6 +271,7 @@ class RuleRun:
         self.rule = rule
         self.upstream = upstream
         self.copier = copier
+        self.targets = copier.targets
         self.events = events
         self.registry = canonical_registry(rule.registry)
         self.images = asyncio.Semaphore(IMAGES_AT_ONCE)
@@ -249,7 +296,7 @@ class RuleRun:
                 continue
             missing = [t for t in self.rule.tag_filter.names if t not in tags]
             for tag in missing:
-                self.copier.stats.failures.append(f"{self.name(repository)}:{tag}: no such tag")
+                self._failure(f"{self.name(repository)}:{tag}: no such tag")
             self.selected[repository] = [t for t in selected if t not in missing]
             await self._copy(repository, [*(t for t in selected if t not in missing), *digests])
 
@@ -282,27 +329,53 @@ class RuleRun:
             except Exception as exc:  # this image only (groups from concurrent copies too)
                 if lost := _lease_lost(exc):
                     raise lost from None
+                error = describe_error(exc)
+                failed: dict[str, str | None] = {t.label: t.down or error for t in self.targets}
+                for target in self.targets:
+                    target.stats.images_failed += 1
                 self._failed(image, exc)
-                self.events.image_done(self.rule.name, image, None, describe_error(exc))
+                self.events.image_done(self.rule.name, image, None, error, failed)
                 self.handled[(repository, reference)] = _leaf(exc, UpstreamNotFound)
                 return
+        # A target out of the run lacks the image: it is failed there (and counted so), the
+        # next run completes it.
+        verdicts = {t.label: t.down for t in self.targets}
+        down = [t for t in self.targets if t.down]
+        for target in down:
+            target.stats.images_failed += 1
         self.handled[(repository, reference)] = True
-        self.events.image_done(self.rule.name, image, digest, None)
+        self.events.image_done(self.rule.name, image, digest, "; ".join(
+            f"not in {t.label}: {t.down}" for t in down) or None, verdicts)
 
     def _failed(self, what: str, exc: BaseException) -> None:
-        self.copier.stats.failures.append(f"{what}: {describe_error(exc)}")
+        self._failure(f"{what}: {describe_error(exc)}")
+
+    def _failure(self, failure: str) -> None:
+        """A failure of the rule's, so of every target still in the run."""
+        self.copier.stats.failures.append(failure)
+        for target in self.targets.live():
+            target.stats.failures.append(failure)
 
 
-def _after(state: RuleState, stats: CopyStats) -> RuleState:
-    """``state`` with the run that started at ``state.last_run`` and did ``stats``."""
-    if not stats.failures:
+def _after(state: RuleState, target: Target, stats: CopyStats,
+           verdicts: dict[str, str | None]) -> RuleState:
+    """``state`` with the run that started at ``state.last_run`` and did ``target.stats``
+    there (``stats``: upstream side); ``verdicts``: every target's first failure, or None."""
+    mine = target.stats
+    if not mine.failures:
         state.last_success = time.time()
-    state.last_error = stats.failures[0] if stats.failures else None
+    state.last_error = mine.failures[0] if mine.failures else None
     state.last_seconds = time.time() - (state.last_run or time.time())
+    # The kinds gateways have exported all along, for this target (bytes_downloaded: what it
+    # got from the upstream), then what only several targets tell apart.
     state.last_counts = {
-        "images": stats.images, "blobs": stats.blobs, "blobs_present": stats.blobs_present,
-        "bytes_downloaded": stats.bytes_downloaded, "bytes_present": stats.bytes_present,
-        "failures": len(stats.failures)}
+        "images": mine.images, "blobs": mine.blobs, "blobs_present": mine.blobs_present,
+        "bytes_downloaded": mine.bytes_written - mine.bytes_refilled,
+        "bytes_present": mine.bytes_present, "failures": len(mine.failures),
+        "images_failed": mine.images_failed, "blobs_refilled": mine.blobs_refilled,
+        "bytes_refilled": mine.bytes_refilled, "upstream_bytes_downloaded": stats.bytes_downloaded}
+    state.target = target.label
+    state.targets = verdicts
     return state
 
 

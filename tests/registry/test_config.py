@@ -66,3 +66,14 @@ def test_durations(value: object, seconds: float) -> None:
 def test_bad_durations(value: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(value)
+
+
+def test_primaries_are_the_marked_stores_else_the_last() -> None:
+    plain = parse_config("storage:\n  - url: /replica\n  - url: /primary\n")
+    assert [s.url for s in plain.primaries] == ["/primary"]
+    assert plain.primary.url == "/primary"
+    several = parse_config("storage:\n  - {url: /aws, primary: true}\n  - url: /replica\n"
+                           "  - {url: /gcp, primary: true}\n")
+    assert [s.url for s in several.primaries] == ["/aws", "/gcp"]
+    assert several.primary.url == "/aws"  # the first: where sync's leases live
+    assert parse_config("sync: {target_stall: 2m}\n").sync.target_stall == 120.0

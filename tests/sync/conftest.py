@@ -13,6 +13,7 @@ import httpx
 
 from registry.digest import Digest
 from registry.mediatypes import OCI_INDEX, OCI_MANIFEST
+from registry.store.errors import StoreServerError
 from registry.store.memory import MemoryStore
 from sync.lease import Clocks
 from tests.conftest import CountingStore
@@ -93,8 +94,8 @@ class ManualTime:
 # -- the store ------------------------------------------------------------------------------------
 
 
-class StoreDown(OSError):
-    """What an injected store fault raises."""
+class StoreDown(StoreServerError):
+    """What an injected store fault raises: a store failure, as backends report one."""
 
 
 FaultMode = Literal["fail", "written", "hang"]
@@ -185,8 +186,11 @@ class RecordingStore(CountingStore):
         await self._write("delete", key, lambda: CountingStore.delete(self, key))
 
 
-def recording() -> RecordingStore:
-    return RecordingStore(MemoryStore())
+def recording(url: str = "memory://") -> RecordingStore:
+    """A recording memory store; ``url`` tells several apart (a run's targets)."""
+    store = RecordingStore(MemoryStore())
+    store.url = store.inner.url = url
+    return store
 
 
 # -- the upstream ---------------------------------------------------------------------------------
@@ -219,6 +223,7 @@ class FakeUpstream:
         self.gates: dict[Digest, Gate] = {}
         self.corrupt: set[Digest] = set()
         self.requests: list[tuple[str, str]] = []
+        self.blob_bytes_sent = 0  # blob bytes the client read: the upstream's egress
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -309,17 +314,17 @@ class FakeUpstream:
         if digest in self.corrupt:
             data = data[:-1] + bytes([data[-1] ^ 1])
         gate = self.gates.get(digest)
-        if gate is None:
-            return httpx.Response(200, content=data)
 
-        async def held() -> AsyncIterator[bytes]:
+        async def sent() -> AsyncIterator[bytes]:
             half = len(data) // 2
-            yield data[:half]
-            gate.sent_part.set()
-            await gate.release.wait()
-            yield data[half:]
+            for part in (data[:half], data[half:]):
+                self.blob_bytes_sent += len(part)
+                yield part
+                if gate is not None and not gate.sent_part.is_set():
+                    gate.sent_part.set()
+                    await gate.release.wait()
 
-        return httpx.Response(200, headers={"Content-Length": str(len(data))}, content=held())
+        return httpx.Response(200, headers={"Content-Length": str(len(data))}, content=sent())
 
 
 def _error(status: int, code: str) -> httpx.Response:

@@ -28,15 +28,15 @@ def lines(stream: io.StringIO) -> list[dict[str, Any]]:
 def test_json_events_are_one_object_a_line_with_an_iso_time() -> None:
     stream = io.StringIO()
     events = JsonEvents(stream)
-    events.image_done("app", "docker.io/library/app:1", DIGEST, None)
-    events.image_done("app", f"docker.io/library/app@{DIGEST}", DIGEST, None)
-    events.image_done("app", "docker.io/library/app:2", None, "boom")
+    events.image_done("app", "docker.io/library/app:1", DIGEST, None, {"s3://a": None})
+    events.image_done("app", f"docker.io/library/app@{DIGEST}", DIGEST, None, {"s3://a": None})
+    events.image_done("app", "docker.io/library/app:2", None, "boom", {"s3://a": "boom"})
     events.rule_done(RuleResult("app", CopyStats(images=1, blobs=2, failures=["x"]),
                                 seconds=1.23456))
     image, pinned, failed, rule = lines(stream)
     assert datetime.fromisoformat(image.pop("time").replace("Z", "+00:00")).tzinfo is not None
     assert image == {"event": "image", "rule": "app", "image": "docker.io/library/app:1",
-                     "digest": str(DIGEST), "error": None}
+                     "digest": str(DIGEST), "error": None, "targets": {"s3://a": None}}
     assert (pinned["digest"], failed["digest"], failed["error"]) == (str(DIGEST), None, "boom")
     assert rule["event"] == "rule"
     assert rule["seconds"] == 1.235
@@ -97,8 +97,8 @@ def test_the_terminal_display_prints_a_line_per_image_and_skipped_rule(
     events = RichEvents()
     try:
         events.progress.advance(10)
-        events.image_done("app", "r/x:1", DIGEST, None)
-        events.image_done("app", "r/x:2", None, "boom")
+        events.image_done("app", "r/x:1", DIGEST, None, {})
+        events.image_done("app", "r/x:2", None, "boom", {})
         events.rule_done(RuleResult("other", skipped="held by w1"))
     finally:
         events.stop()
@@ -125,7 +125,7 @@ mirror:
     for run in range(2):  # the second finds the tags current
         stream = io.StringIO()
         events = JsonEvents(stream)
-        sync = Syncer(config, store=store, transport=fake.transport(),
+        sync = Syncer(config, stores=[store], transport=fake.transport(),
                       clocks=ManualTime().clocks(), events=events)
         try:
             results = await sync.run_once(sync.rules())

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import json
 import random
+from collections.abc import Mapping
 
 from registry import layout
 from registry.config import parse_config
@@ -50,7 +51,8 @@ class Recorded(Events):
         self.images: list[tuple[str, str | None]] = []
         self.rules: list[RuleResult] = []
 
-    def image_done(self, rule: str, image: str, digest: Digest | None, error: str | None) -> None:
+    def image_done(self, rule: str, image: str, digest: Digest | None, error: str | None,
+                   targets: Mapping[str, str | None]) -> None:
         self.images.append((image, error))
 
     def rule_done(self, result: RuleResult) -> None:
@@ -60,7 +62,7 @@ class Recorded(Events):
 def syncer(store: RecordingStore, fake: FakeUpstream, time: ManualTime | None = None,
            text: str | None = None, events: Events | None = None,
            dry_run: bool = False) -> Syncer:
-    return Syncer(parse_config(text or config()), store=store, transport=fake.transport(),
+    return Syncer(parse_config(text or config()), stores=[store], transport=fake.transport(),
                   clocks=(time or ManualTime()).clocks(), events=events or Events(),
                   dry_run=dry_run)
 
