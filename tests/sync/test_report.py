@@ -15,6 +15,7 @@ from registry.config import parse_config
 from registry.digest import Digest
 from sync.copier import CopyStats
 from sync.report import JsonEvents, RichEvents, Tally, image_counts, print_summary, summary
+from sync.targets import TargetStats
 from sync.worker import RuleResult, Syncer
 from tests.sync.conftest import UPSTREAM, FakeUpstream, ManualTime, recording
 
@@ -141,3 +142,33 @@ mirror:
         assert image_counts(results[0].stats, events.tally.rules["app"]) == {
             key: rule[key] for key in ("images", "images_copied", "images_current",
                                        "images_pinned", "images_failed")}
+
+
+def test_the_summary_sums_each_primary_over_the_rules_and_a_terminal_gets_a_line_each() -> None:
+    aws, gcp = "s3://images/mirror", "gs://images/mirror"
+    results = [
+        RuleResult("a", CopyStats(images=2, bytes_downloaded=3_000_000), targets={
+            aws: TargetStats(images=2, blobs=3, bytes_written=3_000_000),
+            gcp: TargetStats(images=1, images_failed=1, blobs=1, bytes_written=1_000_000,
+                             failures=["blob sha256:x: StoreDown: injected"])}),
+        RuleResult("b", CopyStats(), targets={
+            aws: TargetStats(images_current=1),
+            gcp: TargetStats(blobs=2, bytes_written=2_000_000, blobs_refilled=2,
+                             bytes_refilled=2_000_000)})]
+    data = summary(results, 1.0, Tally())
+    assert data["bytes_downloaded"] == 3_000_000  # the upstream's, once for both primaries
+    assert data["targets"][aws]["images"] == 2
+    assert data["targets"][gcp]["bytes_written"] == 3_000_000
+    assert data["targets"][gcp]["bytes_refilled"] == 2_000_000
+    assert data["targets"][gcp]["failures"] == ["blob sha256:x: StoreDown: injected"]
+    stream = io.StringIO()
+    print_summary(data, terminal=True, stream=stream)
+    text = stream.getvalue()
+    assert f"  {aws}: images copied 2, current 1, failed 0; wrote 3 blobs (3.0 MB, 0.0 MB of " \
+        "them from another primary); complete" in text
+    assert f"  {gcp}: images copied 1, current 0, failed 1; wrote 3 blobs (3.0 MB, 2.0 MB of " \
+        "them from another primary); FAILED: blob sha256:x: StoreDown: injected" in text
+    one = summary([RuleResult("a", targets={aws: TargetStats(images=1)})], 1.0, Tally())
+    stream = io.StringIO()
+    print_summary(one, terminal=True, stream=stream)
+    assert aws not in stream.getvalue()  # one primary: the run's lines are its own
