@@ -15,6 +15,7 @@ COPY pyproject.toml README.md ./
 COPY registry ./registry
 COPY gateway ./gateway
 COPY sync ./sync
+COPY lifecycle ./lifecycle
 COPY node ./node
 COPY regfront ./regfront
 # The same wheel CI's install builds from pyproject.toml, installed with its dependencies (and

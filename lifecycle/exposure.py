@@ -3,12 +3,14 @@ fail (or fall through to the upstream) if that upstream went down now."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lifecycle.inventory import Inventory
-from lifecycle.manifests import Manifests
+from lifecycle.manifests import Manifests, mirrored_children
 from registry.digest import Digest
 from registry.errors import RegistryError
+from registry.mirrorconfig import MirrorRule
 from registry.usage import Pulls
 
 
@@ -22,8 +24,9 @@ class Exposed:
 
 
 async def missing_part(inventory: Inventory, manifests: Manifests, name: str,
-                       digest: Digest) -> str | None:
-    """What ``name@digest`` lacks to be pulled from the bucket alone, or None if nothing."""
+                       digest: Digest, rules: tuple[MirrorRule, ...] = ()) -> str | None:
+    """What ``name@digest`` lacks to be pulled from the bucket alone, or None if nothing (an
+    index: the children its ``rules`` copy)."""
     repo = inventory.repositories.get(name)
     if repo is None:
         return "the repository"
@@ -40,7 +43,7 @@ async def missing_part(inventory: Inventory, manifests: Manifests, name: str,
         manifest = await manifests.get(current)
         if manifest is None:
             return f"manifest {current} (unreadable)"
-        pending += manifest.children
+        pending += mirrored_children(manifest, rules)
         for needed in manifest.blobs:
             if needed not in inventory.blobs:
                 return f"blob {needed}"
@@ -49,8 +52,8 @@ async def missing_part(inventory: Inventory, manifests: Manifests, name: str,
     return None
 
 
-async def exposed(inventory: Inventory, manifests: Manifests, pulls: Pulls,
-                  since: float) -> list[Exposed]:
+async def exposed(inventory: Inventory, manifests: Manifests, pulls: Pulls, since: float,
+                  rules: Callable[[str], tuple[MirrorRule, ...]]) -> list[Exposed]:
     """Every (repository, reference) pulled since ``since`` whose image is not complete."""
     found: list[Exposed] = []
     latest: dict[tuple[str, str], tuple[float, str]] = {}
@@ -69,7 +72,7 @@ async def exposed(inventory: Inventory, manifests: Manifests, pulls: Pulls,
             digest = current or Digest.parse(recorded)
         except RegistryError:
             continue
-        missing = await missing_part(inventory, manifests, name, digest)
+        missing = await missing_part(inventory, manifests, name, digest, rules(name))
         if missing is not None:
             found.append(Exposed(name, reference, str(digest), missing, last))
     return found

@@ -157,7 +157,8 @@ class Collector:
         plan = Plan(inventory, marked, manifests, pulls)
         plan.sizes = await blob_sizes(marked.doomed, manifests, lister)
         plan.freed = freed_bytes(marked.doomed, plan.sizes)
-        plan.exposed = await exposed(inventory, manifests, pulls, now - EXPOSURE_WINDOW)
+        plan.exposed = await exposed(inventory, manifests, pulls, now - EXPOSURE_WINDOW,
+                                     self.policies.mirrors.rules_for)
         return plan
 
     async def collect(self, report: GCReport, guard: Guard = unguarded) -> Plan:

@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from lifecycle.inventory import Lister
 from registry import layout
 from registry.digest import Digest
 from registry.errors import RegistryError
 from registry.mediatypes import INDEX_TYPES, media_type_of, parse_manifest
+from registry.mirrorconfig import MirrorRule
 from registry.store import NotFound
+from sync.filters import select_children
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,19 @@ class Manifest:
     blobs: tuple[Digest, ...] = ()  # an image's config and layers
     config: Digest | None = None
     sizes: dict[Digest, int] = field(default_factory=dict, compare=False)  # descriptor sizes
+    descriptors: tuple[dict[str, Any], ...] = field(default=(), compare=False)  # an index's
+
+
+def mirrored_children(manifest: Manifest, rules: tuple[MirrorRule, ...]) -> list[Digest]:
+    """The children of an index a complete copy holds: what the rules covering its repository
+    copy (their platforms, attestations with referrers); every child when no rule does."""
+    if not rules:
+        return list(manifest.children)
+    wanted: set[str] = set()
+    for rule in rules:
+        wanted |= {str(d.get("digest")) for d in select_children(
+            manifest.descriptors, rule.platforms, rule.referrers)}
+    return [child for child in manifest.children if str(child) in wanted]
 
 
 def parse(digest: Digest, data: bytes) -> Manifest | None:
@@ -44,8 +60,9 @@ def parse(digest: Digest, data: bytes) -> Manifest | None:
             return tuple(found)
 
         if index:
-            return Manifest(digest, len(data), True, children=descriptors(doc.get("manifests")),
-                            sizes=sizes)
+            listed = tuple(d for d in doc.get("manifests") or [] if isinstance(d, dict))
+            return Manifest(digest, len(data), True, children=descriptors(list(listed)),
+                            sizes=sizes, descriptors=listed)
         config = descriptors([doc.get("config")])
         return Manifest(digest, len(data), False, blobs=config + descriptors(doc.get("layers")),
                         config=config[0] if config else None, sizes=sizes)

@@ -5,9 +5,10 @@ keeps every reader safe (docs/retention.md).
 2. Settle: wait ``gc.settle``, the longest a listing may lag a write.
 3. Look at the claims once more: whatever a writer claimed since marking is spared.
 4. Delete, before the deadline: tags first (current link, then their history), then referrer
-   entries, revision links (and history entries naming them), layer links, and blobs last. No
-   object that stays needs a doomed one (marking saw to that), so a crash between any two
-   deletions leaves a valid bucket.
+   entries, revision links (an index before its children; history entries naming them), layer
+   links, and blobs last. No object that stays needs a doomed one (marking saw to that), and
+   what is left of a doomed image is whole below any manifest left, so stopping (or a crash)
+   between any two deletions leaves a valid bucket.
 5. Withdraw the announcements, and delete claims older than ``CLAIM_TTL``.
 """
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 from lifecycle.inventory import Inventory, Lister, list_claims
 from lifecycle.manifests import Manifests
-from lifecycle.mark import Graph, Marked, Obj, by_id, spare
+from lifecycle.mark import Graph, Marked, Obj, by_id, revision, spare
 from registry import layout
 from registry.claims import CLAIM_TTL, SYSTEM_TIMING, Doomed, Timing
 from registry.digest import Digest
@@ -123,8 +124,11 @@ class Sweeper:
         claims = await list_claims(self.lister)
         result.spared = len(await spare(self.graph, marked, claims, self.timing.wall()))
         for stage in STAGES:
-            await self._delete([o for o in marked.doomed if o.kind == stage], marked.doomed,
-                               deadline, result)
+            objects = [o for o in marked.doomed if o.kind == stage]
+            for layer in await self._layers(objects) if stage == "revision" else [objects]:
+                await self._delete(layer, marked.doomed, deadline, result)
+                if result.stopped:
+                    break
             if result.stopped:
                 break
         # Not after a failure: with the lease lost, the shards may be another run's by now.
@@ -144,6 +148,25 @@ class Sweeper:
         await asyncio.gather(*(self.lister.put(key, Doomed(self.run, wall_deadline, keys).to_json())
                                for key, keys in shards.items()))
         return deadline
+
+    async def _layers(self, revisions: list[Obj]) -> list[list[Obj]]:
+        """Doomed revisions in the order that keeps what remains whole below: an index before
+        the children it lists. Stopped (or killed) between any two deletions, every revision
+        left still has every revision it needs."""
+        doomed = set(revisions)
+        parents: dict[Obj, set[Obj]] = {obj: set() for obj in revisions}
+        for obj in revisions:
+            assert obj.digest is not None
+            manifest = await self.graph.manifests.get(obj.digest)
+            for child in manifest.children if manifest is not None else ():
+                if (needed := revision(obj.name, child)) in doomed:
+                    parents[needed].add(obj)
+        layers, left = [], set(revisions)
+        while left:
+            layer = {obj for obj in left if not parents[obj] & left} or left  # (no cycles)
+            layers.append(sorted(layer, key=by_id))
+            left -= layer
+        return layers
 
     async def _delete(self, objects: list[Obj], doomed: set[Obj], deadline: float,
                       result: Swept) -> None:

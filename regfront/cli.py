@@ -1,5 +1,5 @@
-"""The ``regfront`` command: ``serve``, ``sync``, ``check``, ``import``, ``containerd-config``,
-``node-agent``.
+"""The ``regfront`` command: ``serve``, ``sync``, ``check``, ``import``, ``gc``, ``status``,
+``containerd-config``, ``node-agent``.
 
 Every flag has a ``REGFRONT_*`` environment twin. Configuration mistakes print one line each,
 naming the file, line and key (or the flag), all at once, and exit 1 before anything is served
@@ -21,6 +21,7 @@ from typing import Any, NoReturn, cast, get_args
 
 import click
 
+from regfront.bucket import gc_command, status_command
 from regfront.failures import EXPECTED, explain, explain_store, leaf, store_label
 from registry.config import DEFAULT_LISTEN, Config, load_config, split_listen, with_overrides
 from registry.errors import ConfigError, RegistryError
@@ -259,7 +260,11 @@ def sync_command(ctx: click.Context, config_file: str, storage: tuple[str, ...],
             if once or dry_run:
                 results = await syncer.run_once(rules)
             else:
-                await syncer.run_forever(rules)
+                from lifecycle.schedule import collect_forever
+
+                # Garbage collection on gc.schedule, if any, beside the rules' schedules.
+                await asyncio.gather(syncer.run_forever(rules),
+                                     collect_forever(config, syncer.stores))
                 return 0
         finally:
             if isinstance(events, RichEvents):
@@ -271,6 +276,10 @@ def sync_command(ctx: click.Context, config_file: str, storage: tuple[str, ...],
 
     syncer.events = events
     sys.exit(asyncio.run(run()))
+
+
+main.add_command(gc_command)
+main.add_command(status_command)
 
 
 @main.command("import")

@@ -43,7 +43,8 @@ CLAIM_REUSE = 1800.0
 # longer, and its next run finds the blobs already there.
 CLAIM_WINDOW = CLAIM_TTL / 2 - CLAIM_REUSE
 _CACHE_ENTRIES = 200_000
-_POLL = 1.0  # how often a writer waiting on an announcement reads it again
+# A writer waiting on an announcement reads it again after 1 s, then less and less often.
+_POLL_FIRST, _POLL_MAX = 1.0, 15.0
 
 
 class ClaimExpired(Exception):
@@ -131,6 +132,7 @@ class Claims:
             await self.claim(subject)  # renews it if older than the reuse window
 
     async def _wait_until_spared(self, key: str) -> None:
+        poll = _POLL_FIRST
         while True:
             try:
                 doomed = Doomed.from_json(await self.store.get(layout.doomed_shard(key)))
@@ -147,7 +149,8 @@ class Claims:
             self.stats.waits += 1
             logger.info("waiting %.1fs: garbage collection %s may be deleting %s",
                         remaining, doomed.run, key)
-            await self.timing.sleep(min(remaining, _POLL) + 0.001)
+            await self.timing.sleep(min(remaining + 0.001, poll))
+            poll = min(poll * 2, _POLL_MAX)
 
 
 _CLAIMS: weakref.WeakKeyDictionary[ObjectStore, Claims] = weakref.WeakKeyDictionary()

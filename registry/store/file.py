@@ -21,6 +21,7 @@ from registry.store import CHUNK_SIZE, NotFound, PreconditionFailed, check_key
 from registry.store.errors import os_failures
 
 _TEMP_MARK = ".regfront-tmp-"
+_CREATE_ATTEMPTS = 10
 
 
 class FileStore:
@@ -104,9 +105,8 @@ class FileStore:
             await self._put_stream(self._path(key), chunks)
 
     async def _put_stream(self, path: Path, chunks: AsyncIterable[bytes]) -> None:
-        await to_thread.run_sync(lambda: path.parent.mkdir(parents=True, exist_ok=True))
         temp = path.with_name(f"{path.name}{_TEMP_MARK}{uuid.uuid4().hex}")
-        handle = await to_thread.run_sync(temp.open, "wb")
+        handle = await to_thread.run_sync(_create, temp)
         try:
             async for chunk in chunks:
                 await to_thread.run_sync(handle.write, chunk)
@@ -141,8 +141,7 @@ class FileStore:
     def _swap(self, key: str, data: bytes, version: str | None) -> str:
         """Compare-and-swap under an exclusive lock on a sidecar file (hidden from listings)."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(f"{path.name}{_TEMP_MARK}lock"), "a") as lock:
+        with _create(path.with_name(f"{path.name}{_TEMP_MARK}lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 current = path.read_bytes()
@@ -160,7 +159,32 @@ class FileStore:
     async def delete(self, key: str) -> None:
         path = self._path(key)
         with os_failures():
-            await to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+            await to_thread.run_sync(self._delete, path)
+
+    def _delete(self, path: Path) -> None:
+        """Unlink, then remove the directories left empty up to the root: an object store has
+        no empty directories, and registry:2 lists an empty tag directory as a tag."""
+        path.unlink(missing_ok=True)
+        parent = path.parent
+        while parent != self.root and self.root in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:  # not empty (or gone): the directories above are not empty either
+                return
+            parent = parent.parent
 
     async def close(self) -> None:
         pass
+
+
+def _create(path: Path, mode: str = "wb") -> BinaryIO:
+    """Open ``path`` for writing, making its directories; a delete may remove an empty one
+    between the two (see ``FileStore._delete``), so that is tried again."""
+    for _ in range(_CREATE_ATTEMPTS - 1):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return path.open(mode)  # type: ignore[return-value]
+        except FileNotFoundError:
+            continue
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open(mode)  # type: ignore[return-value]

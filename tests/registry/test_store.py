@@ -126,6 +126,19 @@ async def test_delete(store: ObjectStore) -> None:
         await store.get("d")
 
 
+async def test_deleting_the_last_object_under_a_directory_unlists_it(store: ObjectStore) -> None:
+    """As on S3: a tag whose links are deleted is no longer listed (registry:2 lists the
+    directories under ``_manifests/tags/`` as tags)."""
+    for key in ("tags/old/current/link", "tags/old/index/sha256/ab/link", "tags/new/current/link"):
+        await store.put(key, b"1")
+    await store.delete("tags/old/current/link")
+    assert await store.children("tags/") == ["new", "old"]
+    await store.delete("tags/old/index/sha256/ab/link")
+    assert await store.children("tags/") == ["new"]
+    await store.put("tags/old/current/link", b"2")  # and the directory comes back when written
+    assert await store.children("tags/old/") == ["current"]
+
+
 async def test_empty_object(store: ObjectStore) -> None:
     await store.put("empty", b"")
     assert await store.get("empty") == b""
