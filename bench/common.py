@@ -89,6 +89,36 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_seconds(tid: int) -> float:
+    """User + system CPU seconds of one thread of this process (/proc/self/task/<tid>/stat)."""
+    fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's reaped children (the ctr and taskset it ran)."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def core_ticks() -> dict[str, tuple[int, int]]:
+    """Each core's (busy, total) clock ticks since boot (/proc/stat), whoever ran on it."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            ticks = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+            out[name.removeprefix("cpu")] = (sum(ticks) - ticks[3] - ticks[4], sum(ticks))
+    return out
+
+
+def cores_busy(before: dict[str, tuple[int, int]]) -> dict[str, float]:
+    """Each core's busy share since ``before`` (``core_ticks()``), 0-1."""
+    after = core_ticks()
+    return {core: round((after[core][0] - busy) / max(1, after[core][1] - total), 3)
+            for core, (busy, total) in before.items() if core in after}
+
+
 def written_bytes(pid: int) -> int:
     """Bytes ``pid`` has written through write/send calls (wchar): sockets included."""
     for line in Path(f"/proc/{pid}/io").read_text().splitlines():
@@ -166,10 +196,12 @@ def registry2_s3(endpoint: str, bucket: str, prefix: str = "mirror") -> Json:
 
 
 @contextlib.contextmanager
-def serving_moto(workdir: Path, buckets: Sequence[str] = ("bench",)) -> Iterator[Running]:
-    """moto's S3 server (on the load core: registry:2 on S3 waits on it) with ``buckets``."""
+def serving_moto(workdir: Path, buckets: Sequence[str] = ("bench",), *,
+                 cpu: str = LOAD_CPU) -> Iterator[Running]:
+    """moto's S3 server with ``buckets``; on the load core unless ``cpu`` says otherwise
+    (registry:2 on S3 waits on it: not on the core of the server under test)."""
     port = free_port()
-    argv = pinned(LOAD_CPU, [str(Path(sys.executable).with_name("moto_server")), "-H", LOOPBACK,
+    argv = pinned(cpu, [str(Path(sys.executable).with_name("moto_server")), "-H", LOOPBACK,
                              "-p", str(port)])
     url = f"http://{LOOPBACK}:{port}"
     with started(f"moto :{port}", argv, workdir / f"moto-{port}.log",

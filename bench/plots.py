@@ -98,18 +98,16 @@ def pulls(section: Json, path: Path) -> None:
 
 
 def fleet(section: Json, path: Path) -> None:
-    if "regfront" not in section:
+    if "summary" not in section:
         return
     figure, axes = plt.subplots(figsize=(7, 3.5))
-    sides = [("through regfront", section["regfront"])]
-    if "regfront_s3" in section:
-        sides.append(("through regfront (S3)", section["regfront_s3"]))
-    sides.append(("straight from upstream", section["direct"]))
+    sides = [(f"through regfront ({section['store']})", section["regfront"]),
+             ("straight from upstream", section["direct"])]
     unique = section["unique_bytes"]
     axes.bar([s[0] for s in sides], [s[1]["upstream_egress"] / 1e6 for s in sides],
-             color=[COLOURS["regfront"]] * (len(sides) - 1) + [COLOURS["direct"]])
+             color=[COLOURS["regfront"], COLOURS["direct"]])
     axes.axhline(unique / 1e6, color="grey", linestyle="--", label="unique bytes of the images")
-    axes.set_ylabel("upstream egress, MB")
+    axes.set_ylabel("upstream egress, MB (worst round)")
     axes.set_title(f"{section['nodes']} nodes x {section['images']} images")
     axes.legend(fontsize=8)
     _save(figure, path)

@@ -94,17 +94,28 @@ FLEET = """
 {nodes} nodes - each its own containerd (root, state, socket) - pull {images} images of about
 {image_mb:,.0f} MB (80% of their layers shared; {unique_mb:,.0f} MB of unique blobs) all at
 once: every node runs one `ctr images pull` per image, all concurrently. Through regfront: the
-images were synced into the file store from the upstream registry:2 by `regfront sync` first,
-nodes pull through one gateway (hosts.toml with the upstream as fallback). Straight from
-upstream: the same nodes pull from the registry:2. With two rounds the sides run in ABBA order
-and the pull percentiles are over every pull of both rounds. Upstream egress is what the
-upstream registry:2 process wrote to its sockets, `/proc/<pid>/io` wchar (for regfront: the
-sync's, plus any fallback during the pulls); serving egress is the same for the server the nodes
-pulled from (on the file store regfront streams the blobs itself). CPU is the serving process's
-user + system time (`/proc/<pid>/stat`) over the pulls, divided by the number of pulls. On S3
-(where shown) the images were synced into a moto bucket instead and the gateway answers blob
-GETs with 307s: the bucket's egress is counted by a TCP relay in front of moto (moto sends with
-`send()`, which `/proc/<pid>/io` does not count), whose address the pre-signed URLs name.
+images were mirrored into {store} from the upstream registry:2 by `regfront sync` first,
+then nodes pull through the gateway (`regfront serve` with the sync's config, one worker),
+their hosts.toml from `regfront containerd-config`: the gateway first, the upstream as the
+fallback; on S3 a blob GET is a 307 to a pre-signed bucket URL. Straight from upstream: the
+same nodes pull from the registry:2. {rounds} rounds of each side in ABBA order after
+{warm_up} warm-up round(s) of each (a fresh containerd's first pull costs it more CPU than any
+later one, from either side), a fresh gateway every round (cold caches meeting the whole
+fleet); between rounds every node's images and content are removed. Pull percentiles are over
+every pull of a side's measured rounds, wall is their median; egress, fallbacks and 5xx count
+every round, the warm-up's too.
+
+Every count comes from the record of the party that saw it, never from a line the gateway
+logs (`bench/signals.py`). Upstream egress is the body bytes the upstream's own access log
+(registry:2's, on for this section) records for the sync plus a round's pulls, as a multiple of
+the unique blob bytes; its blob GETs during a round are pulls that fell back to it. Mirror 5xx
+are the gateway's answers by route and status and fallbacks its `regfront_fallbacks_total` by
+reason, both read from its /metrics before and after each round. Bucket egress is counted by a
+TCP relay in front of moto (which sends with `send()`, invisible to `/proc/<pid>/io`), whose
+address the pre-signed URLs name; the relay also counts transfers either side cut short, and
+moto's request log gives its answers by status. CPU is the serving process's user + system time
+over the pulls, per pull. Placement: registry:2 and the gateway on core 0, moto and the
+relay's thread on core {bucket_cpu}; every containerd and ctr on core 1.
 """
 
 COLDSTART = """
@@ -140,8 +151,9 @@ LIMITS = """
   307; cross-region replication and real network latency are not modelled.
 - containerd is 1.6 (Debian 12), before per-host dial timeouts in hosts.toml; registry:2 is
   Debian's distribution 2.8.2 (no 3.x is packaged).
-- In the fleet, moto shares the load core with every containerd and ctr: under the pull storm
-  it is starved, which no real bucket would be.
+- In the fleet, moto serves the bucket's bytes from one Python process on the server core
+  (beside the gateway), where direct pulls have registry:2 alone; a real bucket is neither
+  one process nor on the gateway's core.
 """
 
 FINDINGS = """

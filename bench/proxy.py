@@ -3,14 +3,15 @@
 ``/proc/<pid>/io`` counts bytes a process passed to ``write()``; uvloop and Go write to their
 sockets that way, but a Python server that uses ``send()`` (moto's werkzeug) goes uncounted. So
 moto is reached through this relay, which runs its own event loop in a thread of the benchmark
-process and counts the bytes in each direction. It parses nothing: S3 pre-signed URLs name the
-relay's address, and moto checks no signature.
+process and counts the bytes in each direction, and the transfers cut short on either side. It
+parses nothing: S3 pre-signed URLs name the relay's address, and moto checks no signature.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 
@@ -22,13 +23,17 @@ CHUNK = 256 * 1024
 class CountingRelay:
     """Listens on 127.0.0.1:``port``; relays each connection to ``target_port``."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, cpu: str | None = None) -> None:
         self.target_port = target_port
+        self.cpu = cpu  # the relay thread's core (a server's: it carries the bucket's bytes)
         self.sent_to_clients = 0  # bytes from the target to the clients
         self.received_from_clients = 0
         self.connections = 0
         self.target_refused = 0  # connections the target would not take (it was overloaded)
+        self.client_gone = 0  # a client closed or reset while the target was still sending
+        self.target_failed = 0  # the target reset a connection (its reply cut short)
         self.port = 0
+        self.thread_id = 0  # the relay thread's native id, for its CPU time
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -39,6 +44,9 @@ class CountingRelay:
         return f"http://{LOOPBACK}:{self.port}"
 
     def _run(self) -> None:
+        self.thread_id = threading.get_native_id()
+        if self.cpu is not None and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {int(self.cpu)})  # 0: this thread only
         self._loop.run_until_complete(self._serve())
 
     async def _serve(self) -> None:
@@ -64,15 +72,26 @@ class CountingRelay:
         async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                        downstream: bool) -> None:
             try:
-                while chunk := await reader.read(CHUNK):
+                while True:
+                    try:
+                        chunk = await reader.read(CHUNK)
+                    except (ConnectionError, OSError):
+                        if downstream:
+                            self.target_failed += 1
+                        return
+                    if not chunk:
+                        return
                     if downstream:
                         self.sent_to_clients += len(chunk)
                     else:
                         self.received_from_clients += len(chunk)
-                    writer.write(chunk)
-                    await writer.drain()
-            except (ConnectionError, OSError):
-                pass
+                    try:
+                        writer.write(chunk)
+                        await writer.drain()
+                    except (ConnectionError, OSError):
+                        if downstream:
+                            self.client_gone += 1
+                        return
             finally:
                 with contextlib.suppress(Exception):
                     writer.close()
@@ -92,9 +111,9 @@ class CountingRelay:
 
 
 @contextlib.contextmanager
-def counting_relay(target_port: int) -> Iterator[CountingRelay]:
-    """A running relay to ``target_port`` until the block ends."""
-    relay = CountingRelay(target_port)
+def counting_relay(target_port: int, cpu: str | None = None) -> Iterator[CountingRelay]:
+    """A running relay to ``target_port`` (its thread on ``cpu``) until the block ends."""
+    relay = CountingRelay(target_port, cpu)
     relay.start()
     try:
         yield relay

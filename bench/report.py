@@ -125,35 +125,96 @@ def _sync(section: Json) -> str:
     return "\n\n".join(out)
 
 
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in counts.items()) or "0"
+
+
+def _fleet_evidence(section: Json) -> str:
+    """Where a measured round's time went (CPU by party, core load), and how fast the gateway
+    and its store answered."""
+    through, direct = section["regfront"], section["direct"]
+
+    def cpu(side: Json) -> str:
+        return ", ".join(f"{who} {seconds:.1f}" for who, seconds in side["cpu_s"].items())
+
+    def busy(side: Json) -> str:
+        return ", ".join(f"core {core} {share:.0%}" for core, share in side["cores_busy"].items())
+
+    lines = [f"CPU seconds in a measured round (median; `server` is the gateway, or registry:2 "
+             f"for direct pulls): through regfront {cpu(through)}; direct {cpu(direct)}. Cores "
+             f"busy during the pulls, whoever ran on them: through regfront {busy(through)}; "
+             f"direct {busy(direct)}."]
+    for key, what in (("answer_seconds", "The gateway's answers"),
+                      ("store_call_seconds", "Its store calls")):
+        parts = [f"{group}: {h['count']:,}, over 1 s {h['over_1s']}, over 2.5 s "
+                 f"{h['over_2.5s']}, slowest under {h['slowest_under_s'] or 'inf'} s"
+                 for group, h in through.get(key, {}).items()]
+        if parts:
+            lines.append(f"{what} over every regfront round (its /metrics histograms): "
+                         + "; ".join(parts) + ".")
+    return " ".join(lines)
+
+
 def _fleet(section: Json) -> str:
-    if "regfront" not in section:
+    if "summary" not in section:
         return f"Not measured in this run ({section.get('error', 'skipped')})."
+    unique = section["unique_bytes"]
     out = [prose.FLEET.format(nodes=section["nodes"], images=section["images"],
-                              image_mb=section["image_bytes"] / 1e6,
-                              unique_mb=section["unique_bytes"] / 1e6)]
+                              image_mb=section["image_bytes"] / 1e6, unique_mb=unique / 1e6,
+                              rounds=section["rounds"],
+                              warm_up=section.get("warm_up_rounds", 0),
+                              store=("a moto S3 bucket" if section["store"] == "s3"
+                                     else "a file store"),
+                              bucket_cpu=section.get("bucket_cpu"))]
+    sync = section["sync"]
+    out.append(f"The sync sent {_mb(sync['upstream']['bytes'])} from the upstream "
+               f"({sync['upstream']['blob_gets']} blob GETs, "
+               f"{sync['upstream']['bytes'] / unique:.3f}x the unique bytes: manifests are "
+               f"the rest) in {sync['seconds']:.1f} s.")
     rows = []
-    for side, label in (("regfront", "through regfront (file store)"),
-                        ("regfront_s3", "through regfront (S3, 307s)"),
+    for side, label in (("regfront", f"through regfront ({section['store']})"),
                         ("direct", "straight from upstream")):
-        if side not in section:
-            continue
         r = section[side]
         rows.append([label, _mb(r["upstream_egress"]),
-                     f"{r['upstream_egress'] / section['unique_bytes']:.2f}x",
-                     _mb(r["server_egress"]),
+                     ", ".join(f"{x:.3f}x" for x in r["egress_x"]),
+                     ", ".join(str(n) for n in r["upstream_blob_gets"]),
+                     _counts(r["5xx"]) if "5xx" in r else "-",
+                     _counts(r["fallbacks"]) if "fallbacks" in r else "-",
                      _mb(r["store_egress"]) if "store_egress" in r else "-",
                      f"{r['server_cpu_per_pull'] * 1e3:.0f} ms",
-                     f"{r['p50_s']:.1f} / {r['p99_s']:.1f}", f"{r['wall_s']:.1f}"])
-    out.append(_table(["nodes pull", "upstream egress", "x unique bytes",
-                       "gateway or registry egress", "bucket egress (moto)",
-                       "server CPU per pull", "pull p50 / p99 s", "wall s"], rows))
-    failures = [f"{side}: {section[side]['store_failures']}" for side in
-                ("regfront", "regfront_s3") if section.get(side, {}).get("store_failures")]
-    if failures:
-        out.append("Requests the gateway answered 503 because a store call failed or timed out "
-                   "(containerd then falls back to the upstream, which the upstream egress "
-                   "shows): " + ", ".join(failures) + ".")
+                     f"{r['p50_s']:.1f} / {r['p99_s']:.1f}",
+                     f"{r['wall_s']:.1f} ({', '.join(f'{w:.1f}' for w in r['walls_s'])})"])
+    out.append(_table(["nodes pull", "upstream egress (worst round)",
+                       "x unique bytes, by round (warm-up first)",
+                       "upstream blob GETs, by round", "mirror 5xx", "fallbacks by reason",
+                       "bucket egress", "server CPU per pull", "pull p50 / p99 s",
+                       "wall s: median (rounds)"], rows))
+    through = section["regfront"]
+    if "bucket" in through:
+        bucket = through["bucket"]
+        out.append(f"The bucket over the regfront rounds: {bucket.get('connections', 0):,} "
+                   f"connections through the relay, {bucket.get('refused', 0)} refused by "
+                   f"moto, {bucket.get('client_gone', 0)} transfers a node cut short, "
+                   f"{bucket.get('target_failed', 0)} moto cut short; moto's answers "
+                   f"(its request log, the gateway's store calls included): "
+                   f"{_counts(through['bucket_answers'])}. Store calls that did not answer ok "
+                   f"(/metrics): {_counts(through['store_calls_failed'])}.")
+    out.append(_fleet_evidence(section))
     out.append("![fleet egress](benchmarks/fleet.png)")
+    history = section.get("history", [])
+    if history:
+        out.append("Every recorded run of this section (`bench/results/latest.json`, "
+                   "`fleet.history`; the goal: at most 1.02x, no 5xx, wall no worse than "
+                   "direct):")
+        rows = [[h["measured"], h["commit"], f"{h['loadavg_1min']['before']:.1f} -> "
+                 f"{h['loadavg_1min']['after']:.1f}", f"{h['store']}, {h['nodes']} x "
+                 f"{h['images']}, {h['rounds']} rounds", f"{h['egress_x']:.3f}x",
+                 str(h["upstream_blob_gets"]), _counts(h["5xx"]), _counts(h["fallbacks"]),
+                 f"{h['wall_s']:.1f} / {h['direct_wall_s']:.1f} ({h['wall_ratio']:.2f}x)",
+                 "met" if h["met"] else "**missed**"] for h in history]
+        out.append(_table(["measured", "commit", "load avg", "fleet", "egress (worst round)",
+                           "upstream blob GETs", "mirror 5xx", "fallbacks",
+                           "wall s regfront / direct", "goal"], rows))
     return "\n\n".join(out)
 
 

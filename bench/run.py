@@ -20,6 +20,7 @@ from bench.common import REPO, Json, log, machine, require
 
 RESULTS = REPO / "bench" / "results"
 SECTIONS = ("hotpath", "coldstart", "pulls", "sync", "fleet", "profile")
+HISTORY = 12  # runs of a section's summary kept in the result file
 
 
 def _hotpath(args: argparse.Namespace) -> Json:
@@ -59,9 +60,13 @@ def _fleet(args: argparse.Namespace) -> Json:
     from bench import fleet
 
     if args.quick:
-        return fleet.run(nodes=3, images=2, layer_mb=2)
+        return fleet.run(nodes=3, images=2, layer_mb=2, store=args.fleet_store, rounds=1,
+                         warm_up=0, bucket_cpu=args.fleet_bucket_cpu,
+                         keep_logs=args.fleet_keep_logs)
     return fleet.run(nodes=args.nodes, images=args.fleet_images, layer_mb=args.fleet_layer_mb,
-                     with_s3=args.fleet_s3, rounds=2)
+                     store=args.fleet_store, rounds=args.fleet_rounds,
+                     warm_up=args.fleet_warm_up, bucket_cpu=args.fleet_bucket_cpu,
+                     keep_logs=args.fleet_keep_logs)
 
 
 def _profile(args: argparse.Namespace) -> Json:
@@ -78,6 +83,16 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], Json]] = {
 
 def _loadavg() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def _keep_history(section: Json, previous: Json) -> None:
+    """A section with a ``summary`` (the fleet's verdict on its goal) keeps the summaries of
+    the runs before it: each with when, on which commit and how busy the machine was."""
+    if "summary" not in section:
+        return
+    entry = {**section["summary"], "measured": section["measured"],
+             "loadavg_1min": section["loadavg_1min"]}
+    section["history"] = [*previous.get("history", []), entry][-HISTORY:]
 
 
 def main() -> None:
@@ -103,8 +118,19 @@ def main() -> None:
     parser.add_argument("--fleet-images", type=int, default=3, help="fleet: images per node")
     parser.add_argument("--fleet-layer-mb", type=float, default=10.0,
                         help="fleet: each of the 5 layers of an image (4 of them shared)")
-    parser.add_argument("--fleet-s3", action=argparse.BooleanOptionalAction, default=True,
-                        help="fleet: also through regfront on moto's S3 (307s to the bucket)")
+    parser.add_argument("--fleet-store", choices=("s3", "file"), default="s3",
+                        help="fleet: the gateway's store: moto's S3 behind the counting relay "
+                             "(307s to the bucket), or a file store the gateway streams from")
+    parser.add_argument("--fleet-rounds", type=int, default=2,
+                        help="fleet: rounds of each side, alternated (ABBA)")
+    parser.add_argument("--fleet-warm-up", type=int, default=1,
+                        help="fleet: rounds of each side before the measured ones, timed but "
+                             "not counted in the times (their fallbacks and 5xx are)")
+    parser.add_argument("--fleet-bucket-cpu", default="0",
+                        help="fleet: the core moto and the relay run on (0: the server core, "
+                             "as registry:2 for direct pulls; 1: with the nodes)")
+    parser.add_argument("--fleet-keep-logs", type=Path,
+                        help="fleet: copy every server's and node's log here at the end")
     parser.add_argument("--memory-manifests", type=int, default=20_000,
                         help="memory: distinct manifests (and tags, and config blobs) requested")
     parser.add_argument("--report-only", action="store_true",
@@ -140,11 +166,13 @@ def main() -> None:
         # Other work on the machine skews every number: say how busy it was.
         section["loadavg_1min"] = {"before": load_before, "after": _loadavg()}
         section["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        _keep_history(section, result.get(name, {}))
         result[name] = section
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
         log(f"{name}: done in {section['seconds']:.0f} s")
-    log(f"all done in {time.monotonic() - started:.0f} s; results in {out.relative_to(REPO)}")
+    shown = out.relative_to(REPO) if out.is_relative_to(REPO) else out
+    log(f"all done in {time.monotonic() - started:.0f} s; results in {shown}")
     from bench import report
 
     print(report.summary(result))

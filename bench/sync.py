@@ -58,9 +58,10 @@ def fill_upstream(layout: Layout, tags: list[str], root: Path) -> None:
         regfront_cli("import", f"oci:{layout.root}:{tag}", f"{NAME}:{tag}", "--storage", str(root))
 
 
-def regfront_sync(work: Path, upstream: Running, store: Path | str, name: str = NAME,
-                  registry: str = "docker.io") -> tuple[float, Json]:
-    """``regfront sync --once`` of ``name`` into ``store`` on the load core: seconds, summary."""
+def mirror_config(work: Path, upstream: Running, store: Path | str, name: str = NAME,
+                  registry: str = "docker.io") -> Path:
+    """A config mirroring ``name`` from ``upstream`` into ``store``: sync's, and the gateway's
+    (its rule makes a 404 in ``name`` a counted fallback)."""
     s3 = str(store).startswith("s3://")
     config = work / f"sync-{'s3' if s3 else Path(store).name}.yaml"
     config.write_text(f"""
@@ -70,6 +71,14 @@ upstreams:
 mirror:
   - {{name: bench, registry: {registry}, repositories: [{name}]}}
 """)
+    return config
+
+
+def regfront_sync(work: Path, upstream: Running, store: Path | str, name: str = NAME,
+                  registry: str = "docker.io") -> tuple[float, Json]:
+    """``regfront sync --once`` of ``name`` into ``store`` on the load core: seconds, summary."""
+    s3 = str(store).startswith("s3://")
+    config = mirror_config(work, upstream, store, name, registry)
     started = time.perf_counter()
     result = subprocess.run(pinned(LOAD_CPU, [regfront_binary(), "sync", "--config", str(config),
                                               "--once", "--json"]),
