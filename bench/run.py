@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--fleet-store", choices=("s3", "file"), default="s3",
                         help="fleet: the gateway's store: moto's S3 behind the counting relay "
                              "(307s to the bucket), or a file store the gateway streams from")
-    parser.add_argument("--fleet-rounds", type=int, default=2,
+    parser.add_argument("--fleet-rounds", type=int, default=3,
                         help="fleet: rounds of each side, alternated (ABBA)")
     parser.add_argument("--fleet-warm-up", type=int, default=1,
                         help="fleet: rounds of each side before the measured ones, timed but "
