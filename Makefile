@@ -4,13 +4,18 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps emulators checkov-venv bench-deps run test lint typecheck unit e2e bench bench-quick clean
+.PHONY: install system-deps emulators checkov-venv bench-deps run test lint typecheck unit e2e bench bench-quick clean try-upstream try-containerd try-stop
 
+# Says what it installs as it goes (a line per package; a minute or two the first time).
 $(STAMP): pyproject.toml
+	@echo "make: creating $(VENV): regfront and its dev tools (pyproject.toml), a line per package"
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || bash .ci/debian-packages.sh python3-venv
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@bash -o pipefail -c "$(BIN)/pip install --progress-bar off -e '.[dev]' | \
+	    sed -un 's/^Collecting \([^ ;]*\).*/  collecting \1/p; s/^Installing collected packages: .*/  installing them.../p'"
+	@echo "make: $(VENV) is ready"
+	@touch $(STAMP)
 
 install: $(STAMP)
 
@@ -60,6 +65,21 @@ bench-quick: bench-deps system-deps
 run: install
 	$(BIN)/regfront serve --access-log
 
+# The README's "Try it", on this machine without internet (.ci/try.sh; all of it under ./try):
+# registry:2 on 127.0.0.1:5001 playing docker.io with a small image built here, and a containerd
+# of its own (root, state, socket under ./try; root through sudo). Never the machine's own
+# containerd or /etc/containerd. try-stop stops both by their pids and removes ./try.
+try-upstream: install
+	@bash .ci/debian-packages.sh docker-registry
+	@bash .ci/try.sh upstream
+
+try-containerd: install
+	@bash .ci/debian-packages.sh containerd
+	@bash .ci/try.sh containerd
+
+try-stop:
+	@bash .ci/try.sh stop
+
 lint: install
 	$(BIN)/ruff check .
 
@@ -67,10 +87,11 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install emulators
-	$(BIN)/pytest tests --ignore=tests/e2e
+	$(BIN)/pytest tests --ignore=tests/e2e -m "not e2e"
 
+# tests/test_readme.py runs the README's "Try it" as written, on real containerd and registry:2.
 e2e: install system-deps emulators
-	$(BIN)/pytest tests/e2e
+	$(BIN)/pytest tests/e2e tests/test_readme.py
 
 test: install system-deps emulators checkov-venv lint typecheck
 	$(BIN)/pytest
