@@ -31,7 +31,13 @@ class RuleState:
     targets: dict[str, str | None] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True, indent=1).encode()
+        raw = asdict(self)
+        # Only a run with several primaries says which: workers and gateways older than that
+        # build RuleState(**raw) and would read a state carrying these keys as unreadable.
+        for key in ("target", "targets"):
+            if not raw[key]:
+                del raw[key]
+        return json.dumps(raw, sort_keys=True, indent=1).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> RuleState:

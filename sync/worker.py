@@ -374,8 +374,8 @@ def _after(state: RuleState, target: Target, stats: CopyStats,
         "bytes_present": mine.bytes_present, "failures": len(mine.failures),
         "images_failed": mine.images_failed, "blobs_refilled": mine.blobs_refilled,
         "bytes_refilled": mine.bytes_refilled, "upstream_bytes_downloaded": stats.bytes_downloaded}
-    state.target = target.label
-    state.targets = verdicts
+    if len(verdicts) > 1:  # one primary: the state keeps the shape every version reads
+        state.target, state.targets = target.label, verdicts
     return state
 
 

@@ -32,6 +32,8 @@ def test_what_this_version_writes_an_older_worker_can_read() -> None:
     """Older workers build RuleState(**raw) over their own fields: ours must be among them."""
     written = json.loads(RuleState(last_run=1.0, last_counts={"images": 1}).to_json())
     assert set(written) <= set(OLDER)
+    several = RuleState(last_run=1.0, target="s3://a", targets={"s3://a": None, "gs://b": "x"})
+    assert RuleState.from_json(several.to_json()) == several  # several primaries say which
 
 
 async def test_saved_state_loads_back_and_an_unreadable_one_is_fresh() -> None:
