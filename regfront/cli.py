@@ -376,11 +376,14 @@ def check(config_file: str | None, storage: tuple[str, ...], as_json: bool,
 @click.option("--containerd-config", "containerd_file", envvar="REGFRONT_CONTAINERD_CONFIG",
               type=click.Path(dir_okay=False), default="/etc/containerd/config.toml",
               show_default=True, help="The node's containerd config (its imports are read).")
+@click.option("--dry-run", is_flag=True, envvar="REGFRONT_CONTAINERD_DRY_RUN",
+              help="Print the files it would write, and the setting the node needs; write "
+                   "nothing (a node preflight: docs/deploy.md).")
 def containerd_config(gateway: str, registries: tuple[str, ...], out: str | None,
                       dial_timeout: str, skip_verify: bool, ca_file: str | None,
                       client_cert: str | None, client_key: str | None, headers: tuple[str, ...],
                       header_files: tuple[str, ...], containerd_version: str | None,
-                      containerd_file: str) -> None:
+                      containerd_file: str, dry_run: bool) -> None:
     """Write <dir>/<registry>/hosts.toml so containerd pulls through the gateway.
 
     With --containerd-version, <dir> is where that containerd's CRI pulls read them (its
@@ -406,6 +409,12 @@ def containerd_config(gateway: str, registries: tuple[str, ...], out: str | None
             dirs = [out]
         else:
             raise ConfigError("--out DIR or --containerd-version VERSION: where to write")
+        if dry_run:
+            for directory in dirs:
+                for registry in parsed:
+                    click.echo(str(Path(directory) / registry.name / "hosts.toml"))
+            click.echo("# --dry-run: nothing written", err=True)
+            return
         for directory in dirs:
             for path in write_hosts_dir(Path(directory), gateway, parsed,
                                         dial_timeout=dial_timeout, skip_verify=skip_verify,
