@@ -193,8 +193,9 @@ def serve(ctx: click.Context, config_file: str | None, storage: tuple[str, ...],
     shown = f"[{host}]" if ":" in host else host
     logger.info("serving %s on %s://%s:%d", ", ".join(store_label(s.url) for s in config.storage),
                 scheme, shown, port)
-    logger.info("point containerd at it: regfront containerd-config --gateway %s://%s:%d "
-                "--registry docker.io --out /etc/containerd/certs.d", scheme, shown, port)
+    logger.info("point nodes at it: the node agent (deploy/kubernetes/node-agent.yaml), or on "
+                "one node: regfront containerd-config --gateway %s://%s:%d --registry docker.io "
+                "--containerd-version VERSION (docs/containerd.md)", scheme, shown, port)
     if config.telemetry.access_log_sample >= 1.0:
         logger.info("access log on: a regfront.access line for every request (--no-access-log "
                     "turns it off)")
