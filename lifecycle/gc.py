@@ -7,6 +7,7 @@ deletes. A dry run marks only and writes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -155,6 +156,10 @@ class Collector:
         roots = await self.roots(inventory, manifests, PullIndex.of(pulls), now)
         marked = await mark(graph, roots, state.candidates, now=now, grace=settings.grace)
         plan = Plan(inventory, marked, manifests, pulls)
+        # The doomed manifests, read now: their descriptors give the doomed blobs' sizes, and
+        # the sweep orders revisions by them.
+        await asyncio.gather(*(manifests.get(o.digest) for o in marked.doomed
+                               if o.kind == "revision" and o.digest is not None))
         plan.sizes = await blob_sizes(marked.doomed, manifests, lister)
         plan.freed = freed_bytes(marked.doomed, plan.sizes)
         plan.exposed = await exposed(inventory, manifests, pulls, now - EXPOSURE_WINDOW,

@@ -4,7 +4,7 @@ keeps every reader safe (docs/retention.md).
 1. Announce: each doomed object's subject goes into its doomed shard, with a deadline.
 2. Settle: wait ``gc.settle``, the longest a listing may lag a write.
 3. Look at the claims once more: whatever a writer claimed since marking is spared.
-4. Delete, before the deadline: tags first (current link, then their history), then referrer
+4. Delete, before the deadline: tags first (their history, then the current link), then referrer
    entries, revision links (an index before its children; history entries naming them), layer
    links, and blobs last. No object that stays needs a doomed one (marking saw to that), and
    what is left of a doomed image is whole below any manifest left, so stopping (or a crash)
@@ -45,9 +45,10 @@ def keys_of(obj: Obj, inventory: Inventory, doomed: set[Obj]) -> list[str]:
     repo = inventory.repositories.get(obj.name)
     digest = obj.digest
     if obj.kind == "tag":
+        # The history first: a tag stopped halfway still resolves (and lists) as before.
         history = repo.history.get(obj.tag, set()) if repo else set()
-        return [layout.tag_current_link(obj.name, obj.tag),
-                *(layout.tag_index_link(obj.name, obj.tag, h) for h in sorted(history, key=str))]
+        return [*(layout.tag_index_link(obj.name, obj.tag, h) for h in sorted(history, key=str)),
+                layout.tag_current_link(obj.name, obj.tag), layout.tag_directory(obj.name, obj.tag)]
     assert digest is not None
     if obj.kind == "blob":
         return [layout.blob_data(digest)]

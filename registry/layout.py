@@ -168,6 +168,12 @@ def layers_dir(name: str, algorithm: str | None = None) -> str:
     return base if algorithm is None else f"{base}{algorithm}/"
 
 
+def tag_directory(name: str, tag: str) -> str:
+    """The tag's directory as a key (no trailing ``/``): deleting it after its links removes
+    what a file store may have left of it (object stores have no directories: a no-op)."""
+    return f"{tags_dir(name)}{tag}"
+
+
 def tag_index_dir(name: str, tag: str, algorithm: str | None = None) -> str:
     """Children: algorithms, then the hex digests the tag has pointed to (its history)."""
     base = f"{tags_dir(name)}{tag}/index/"

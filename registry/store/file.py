@@ -7,6 +7,7 @@ directory and are renamed into place, so readers see a whole object or none. A m
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -163,13 +164,22 @@ class FileStore:
 
     def _delete(self, path: Path) -> None:
         """Unlink, then remove the directories left empty up to the root: an object store has
-        no empty directories, and registry:2 lists an empty tag directory as a tag."""
-        path.unlink(missing_ok=True)
+        no empty directories, and registry:2 lists an empty tag directory as a tag. The key of
+        a directory that holds no file deletes its empty directories (what a delete killed
+        before its ``rmdir`` left behind); files are never removed but by their own key."""
+        try:
+            path.unlink(missing_ok=True)
+        except IsADirectoryError:
+            for directory, _, _ in sorted(os.walk(path), key=lambda e: -len(e[0])):
+                with contextlib.suppress(OSError):  # not empty: a file is there, it stays
+                    os.rmdir(directory)
         parent = path.parent
         while parent != self.root and self.root in parent.parents:
             try:
                 parent.rmdir()
-            except OSError:  # not empty (or gone): the directories above are not empty either
+            except FileNotFoundError:  # already gone: the one above may be empty still
+                pass
+            except OSError:  # not empty: the directories above are not empty either
                 return
             parent = parent.parent
 

@@ -137,6 +137,8 @@ async def test_deleting_the_last_object_under_a_directory_unlists_it(store: Obje
     assert await store.children("tags/") == ["new"]
     await store.put("tags/old/current/link", b"2")  # and the directory comes back when written
     assert await store.children("tags/old/") == ["current"]
+    await store.delete("tags/old")  # a key that is no object: deleting it is no error ...
+    assert await store.get("tags/old/current/link") == b"2"  # ... and removes nothing
 
 
 async def test_empty_object(store: ObjectStore) -> None:
