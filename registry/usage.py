@@ -21,7 +21,7 @@ FORMAT_VERSION = 1
 _READS_AT_ONCE = 16
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class PullKey:
     """A manifest served: repository, digest, and the tag asked for (None: by digest)."""
 
@@ -53,8 +53,10 @@ def merge(into: Pulls, more: Pulls) -> Pulls:
 
 
 def _encode(pulls: Pulls) -> list[dict[str, Any]]:
+    ordered = sorted(pulls.items(), key=lambda item: (item[0].name, item[0].digest,
+                                                      item[0].tag or ""))
     return [{"name": k.name, "digest": k.digest, "tag": k.tag, "count": p.count,
-             "last": round(p.last, 3)} for k, p in sorted(pulls.items())]
+             "last": round(p.last, 3)} for k, p in ordered]
 
 
 def _decode(items: Iterable[Any]) -> Pulls:
