@@ -203,11 +203,17 @@ class Collector:
 
     async def roots(self, inventory: Inventory, manifests: Manifests, pulls: PullIndex,
                     now: float) -> set[Obj]:
-        """What is kept on its own: retention's tags, rules' digests, digests pulled within
-        the window, whole repositories no policy limits, and everything claimed."""
+        """What is kept on its own: what retention keeps, and everything claimed."""
+        return (await self.kept(inventory, manifests, pulls, now)
+                | claimed(listed(inventory), inventory.claims, now))
+
+    async def kept(self, inventory: Inventory, manifests: Manifests, pulls: PullIndex,
+                   now: float) -> set[Obj]:
+        """What retention keeps: its tags, rules' digests, digests pulled within the window,
+        and whole repositories no policy limits."""
         selections = {rule.name: await load_selection(self.store, rule.name)
                       for rule in self.config.mirror}
-        found = claimed(listed(inventory), inventory.claims, now)
+        found: set[Obj] = set()
         for name, repo in inventory.repositories.items():
             policy = self.policies(name)
             if policy.keep_all:

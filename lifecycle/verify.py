@@ -68,24 +68,29 @@ class Verifier:
         self._hashed: dict[Digest, str | None] = {}  # blob -> its problem (None: intact)
 
     async def run(self) -> Verification:
-        # The kept images, as the next collection would keep them (its roots that are tags or
-        # revisions: retention's tags, rules' digests, recent pulls).
+        # The kept images, as the next collection would keep them: retention's tags, rules'
+        # digests, recent pulls (not what writers claimed: that is work in progress).
         inventory = await take_inventory(self.store, self.config.gc.concurrency)
         manifests = Manifests(self.lister)
         now = inventory.listed_at
         pulls = PullIndex.of(await read_pulls(self.store, now - self.policies.longest_window, now))
-        roots = await Collector(self.config, self.store).roots(inventory, manifests, pulls, now)
-        images = sorted(((o.name, self._reference(o, inventory)) for o in roots
+        roots = await Collector(self.config, self.store).kept(inventory, manifests, pulls, now)
+        # Tags first; then revisions no tag reached (a rule's digest, a pull by digest).
+        images = sorted(((o.kind != "tag", o.name, self._reference(o, inventory)) for o in roots
                          if o.kind in ("tag", "revision")), key=str)
         result = Verification()
-        for name, (reference, digest) in images:
+        covered: set[tuple[str, Digest]] = set()
+        for _, name, (reference, digest) in images:
             if reference.startswith("@"):
                 continue  # named by a rule or a pull, not in the bucket: nothing kept yet
+            if digest is not None and reference == str(digest) and (name, digest) in covered:
+                continue
             damage = Damage(name, reference, str(digest) if digest else None, [])
             if digest is None:
                 damage.problems.append(f"tag {reference}: no readable current link")
             else:
-                await self._check(inventory, manifests, digest, damage, result)
+                covered |= {(name, d) for d in
+                            await self._check(inventory, manifests, digest, damage, result)}
             if damage.problems:
                 result.damage.append(damage)
             result.images += 1
@@ -105,7 +110,9 @@ class Verifier:
         return (str(obj.digest) if present else f"@{obj.digest}"), obj.digest
 
     async def _check(self, inventory: Inventory, manifests: Manifests, top: Digest,
-                     damage: Damage, result: Verification) -> None:
+                     damage: Damage, result: Verification) -> set[Digest]:
+        """Walk the image from ``top``, noting problems in ``damage``; returns the manifests
+        it walked."""
         name = damage.name
         repo = inventory.repositories[name]
         rules = self.policies(name).rules
@@ -135,6 +142,7 @@ class Verifier:
                         damage.corrupt.append(str(blob))
                 elif blob not in repo.layers:
                     problems.append(f"blob {blob}: no layer link in {name}")
+        return seen
 
     async def _blob(self, digest: Digest, inventory: Inventory,
                     result: Verification) -> str | None:
