@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from gateway.metrics import GatewayMetrics
 from registry import layout
 from registry.store import ObjectStore
 from registry.store.errors import StoreError
@@ -99,6 +100,14 @@ class UsageRecorder:
         self._last_when = when
         self.written += 1
         return True
+
+    def export(self, metrics: GatewayMetrics) -> None:
+        """Its counts as gauges (a recorder per worker, as every metric here)."""
+        metrics.registry.gauge("usage_batches_written", "Pull record batches this worker wrote",
+                               (), lambda: [({}, float(self.written))])
+        metrics.registry.gauge("usage_pulls_dropped", "Pulls not recorded now: the batch was "
+                               "full and the one before it could not be written", (),
+                               lambda: [({}, float(self.dropped))])
 
     def start(self) -> None:
         async def loop() -> None:

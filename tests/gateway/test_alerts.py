@@ -10,9 +10,11 @@ from pathlib import Path
 import yaml
 
 from gateway.freshness import Freshness
+from gateway.gcwatch import GCWatch
 from gateway.metrics import GatewayMetrics
 from gateway.stores import StorePolicy, StoreSet
 from gateway.syncwatch import SyncWatch
+from gateway.usage import UsageRecorder
 from node.agent import Status
 from node.containerd import ImageSettings, plan
 from node.service import StatusCollector
@@ -27,6 +29,8 @@ def _exported() -> set[str]:
     metrics = GatewayMetrics()
     metrics.watch_breakers(Freshness(Config(), None, metrics=metrics))
     SyncWatch(MemoryStore(), [], metrics)
+    GCWatch(MemoryStore(), metrics)
+    UsageRecorder(MemoryStore(), interval=60, max_entries=1).export(metrics)
     StoreSet([], StorePolicy(timeout=1, deadline=1, backoff=1, failures=1), metrics=metrics)
     names = {"regfront_" + name for name in metrics.registry.families}
     names |= {"regfront_" + name for name in metrics.registry.gauges}
@@ -50,7 +54,8 @@ def test_alert_rules_parse_and_use_exported_metrics() -> None:
     alerts = [r for group in rules["groups"] for r in group["rules"]]
     assert {a["alert"] for a in alerts} >= {"RegfrontErrorRate", "RegfrontFallbacks",
                                             "RegfrontReplicaUnhealthy", "RegfrontUpstreamDown",
-                                            "RegfrontSyncStale", "RegfrontNodeBypassesMirror"}
+                                            "RegfrontSyncStale", "RegfrontNodeBypassesMirror",
+                                            "RegfrontGCFailing", "RegfrontImagesExposed"}
     used = set().union(*(_used(a["expr"]) for a in alerts))
     assert used <= _exported(), used - _exported()
 
