@@ -45,7 +45,6 @@ from gateway.tracing import Tracing
 from registry import layout
 from registry.config import Config
 from registry.errors import ErrorCode, RegistryError
-from registry.mirrorconfig import MirrorIndex
 from registry.store import NotFound, ObjectStore, open_store
 from registry.store.errors import StoreError
 
@@ -203,19 +202,19 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None, *,
     if stores is None:
         stores = [open_store(s.url) for s in config.storage]
     metrics = GatewayMetrics()
-    mirrors = MirrorIndex.of(config.upstreams, config.mirror)
+    mirrors = config.mirror_index()
     # The one way to the stores: reads, miss records, pull-through commits, sync state.
     store_set = StoreSet(stores, StorePolicy.of(config.gateway), metrics=metrics)
     primary = store_set.guarded(store_set.primary)
     # Miss records and sync state are repeated by the next miss, the next minute: one attempt.
     once = store_set.guarded(store_set.primary, retry=False)
     misses = MissQueue(mirrors, once, metrics) if config.mirror else None
-    checks = Freshness(config, misses, metrics=metrics)
-    freshness = checks if checks.rules else None  # nothing to check: nothing on the hot path
-    pull_through = (PullThrough(config, mirrors, primary, metrics=metrics) if any(
+    checks = Freshness(mirrors, misses, metrics=metrics)
+    freshness = checks if checks.enabled else None  # nothing to check: nothing on the hot path
+    pull_through = (PullThrough(mirrors, primary, metrics=metrics) if any(
         u.on_miss == "pull-through" for u in config.upstreams.values()) else None)
     resolver = Resolver(store_set, config.gateway, metrics, misses, freshness, pull_through)
-    auth = Auth(config) if config.auth is not None else None  # reads its files: ConfigError
+    auth = Auth(config, mirrors) if config.auth is not None else None  # reads files: ConfigError
     telemetry = config.telemetry
     tracing = (Tracing(service_name=telemetry.service_name, ratio=telemetry.trace_sample_ratio,
                        otlp_endpoint=telemetry.otlp_endpoint, exporter=span_exporter)

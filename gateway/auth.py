@@ -38,8 +38,7 @@ from registry import probe
 from registry.authconfig import is_glob
 from registry.config import Config
 from registry.errors import ConfigError, ErrorCode, RegistryError
-from registry.mirrorconfig import MirrorRule, covers
-from registry.names import canonical_registry
+from registry.mirrorconfig import MirrorIndex
 from registry.secrets import read_secret_file
 
 MIN_STATIC_TOKEN = 16  # characters: anything shorter is guessable, not a secret
@@ -74,7 +73,7 @@ class Policy:
     denied. A repository that a ``mirror:`` rule syncs with upstream credentials is anonymous
     only if its deciding rule names it exactly: a glob never publishes paid-for content."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, mirrors: MirrorIndex) -> None:
         assert config.auth is not None
         self._exact: dict[str, _Rule] = {}
         self._globs: list[tuple[re.Pattern[str], _Rule]] = []
@@ -85,12 +84,7 @@ class Policy:
                     self._globs.append((re.compile(fnmatch.translate(pattern)), rule))
                 else:
                     self._exact.setdefault(pattern, rule)
-        self._mirrored: dict[str, list[MirrorRule]] = {}
-        for mirror in config.mirror:
-            upstream = config.upstreams.get(mirror.registry)
-            if upstream is not None and upstream.credentials is not None:
-                registry = canonical_registry(mirror.registry)
-                self._mirrored.setdefault(registry, []).append(mirror)
+        self.credentialed = mirrors.credentialed
         # Decisions depend on the name alone: cached, so a warm request matches no glob.
         self.rule = lru_cache(maxsize=65536)(self._rule)
         self.anonymous = lru_cache(maxsize=65536)(self._anonymous)
@@ -100,11 +94,6 @@ class Policy:
         if rule is not None:
             return rule
         return next((r for pattern, r in self._globs if pattern.match(name)), None)
-
-    def credentialed(self, name: str) -> bool:
-        """Whether sync mirrors ``name`` from an upstream that needs credentials."""
-        registry, _, path = name.partition("/")
-        return any(covers(rule, path) for rule in self._mirrored.get(registry, ()))
 
     def _anonymous(self, name: str) -> bool:
         rule = self.rule(name)
@@ -141,10 +130,10 @@ def _access(claim: Any) -> frozenset[str]:
 class Auth:
     """Everything ``auth:`` configures, its files read (a ConfigError names key and path)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, mirrors: MirrorIndex) -> None:
         auth = config.auth
         assert auth is not None
-        self.policy = Policy(config)
+        self.policy = Policy(config, mirrors)
         self.tokens = (TokenService(auth.token, Users(auth.users_file), self.policy.allows)
                        if auth.token is not None else None)
         self.issuers = {issuer.issuer: IssuerKeys(issuer, f"auth.issuers.{index}")

@@ -22,10 +22,8 @@ import httpx
 
 from gateway.metrics import GatewayMetrics
 from gateway.misses import MissQueue
-from registry.config import Config
 from registry.digest import Digest
-from registry.mirrorconfig import MirrorRule, covers
-from registry.names import canonical_registry
+from registry.mirrorconfig import MirrorIndex
 from registry.upstream.client import Upstream
 
 logger = logging.getLogger("regfront.gateway")
@@ -42,25 +40,16 @@ class Breaker:
 
 
 class Freshness:
-    def __init__(self, config: Config, misses: MissQueue | None, *,
+    def __init__(self, mirrors: MirrorIndex, misses: MissQueue | None, *,
                  clock: Callable[[], float] = time.monotonic,
                  transport: httpx.AsyncBaseTransport | None = None,
                  metrics: GatewayMetrics) -> None:
-        self.config = config
+        self.mirrors = mirrors
+        self.enabled = mirrors.checks_tags  # no TTL anywhere: nothing on the hot path
         self.metrics = metrics  # the app's: a private one would count what nobody exports
         self.transport = transport  # tests: a fake upstream
         self.misses = misses
         self.clock = clock
-        self.rules: dict[str, list[MirrorRule]] = {}
-        # A pull-through upstream's tag_ttl covers every repository its rules cover.
-        upstream_ttl = {r: u.tag_ttl for r, u in config.upstreams.items()
-                        if u.on_miss == "pull-through" and u.tag_ttl is not None}
-        for rule in config.mirror:
-            ttls = [t for t in (rule.tag_ttl, upstream_ttl.get(rule.registry)) if t is not None]
-            if ttls:
-                registry = canonical_registry(rule.registry)
-                self.rules.setdefault(registry, []).append(
-                    rule.model_copy(update={"tag_ttl": min(ttls)}))
         self.checked: dict[tuple[str, str], float] = {}
         self.breakers: dict[str, Breaker] = {}
         self._upstreams: dict[str, Upstream] = {}
@@ -68,19 +57,16 @@ class Freshness:
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     def ttl(self, name: str) -> float | None:
-        """The tag TTL of the rule covering ``name``; cached, as this is on the hot path."""
+        """The tag TTL of the rules covering ``name``; cached, as this is on the hot path."""
         if name not in self._ttl:
-            registry, _, repository = name.partition("/")
-            ttls = [r.tag_ttl for r in self.rules.get(registry, ())
-                    if r.tag_ttl is not None and covers(r, repository)]
             if len(self._ttl) > 100_000:
                 self._ttl.clear()
-            self._ttl[name] = min(ttls) if ttls else None
+            self._ttl[name] = self.mirrors.tag_ttl(name)
         return self._ttl[name]
 
     def served(self, name: str, tag: str, digest: Digest) -> None:
         """Called for every tag resolution; starts a background check when one is due."""
-        if not self.rules:
+        if not self.enabled:
             return
         ttl = self.ttl(name)
         if ttl is None:
@@ -122,9 +108,8 @@ class Freshness:
 
     def _upstream(self, registry: str) -> Upstream:
         if registry not in self._upstreams:
-            configured = next(r for r in self.config.upstreams
-                              if canonical_registry(r) == registry)
-            quick = self.config.upstreams[configured].model_copy(
+            configured, upstream = self.mirrors.upstreams[registry]
+            quick = upstream.model_copy(
                 update={"timeout": CHECK_TIMEOUT, "connect_timeout": CHECK_TIMEOUT,
                         "retries": 0})
             self._upstreams[registry] = Upstream(configured, quick, transport=self.transport)

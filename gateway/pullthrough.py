@@ -34,13 +34,11 @@ from gateway.http import bytes_answer, stream
 from gateway.metrics import GatewayMetrics
 from gateway.tracing import child_span
 from registry import layout, writer
-from registry.config import Config
 from registry.digest import Digest
 from registry.errors import ErrorCode, RegistryError
 from registry.flight import SingleFlight
 from registry.mediatypes import media_type_of, parse_manifest
 from registry.mirrorconfig import MirrorIndex
-from registry.names import canonical_registry
 from registry.store import CHUNK_SIZE, ObjectStore, file_chunks
 from registry.upstream.client import Upstream
 from registry.upstream.errors import UpstreamError, UpstreamNotFound
@@ -102,7 +100,7 @@ class Fill:
 
 
 class PullThrough:
-    def __init__(self, config: Config, mirrors: MirrorIndex, primary: ObjectStore, *,
+    def __init__(self, mirrors: MirrorIndex, primary: ObjectStore, *,
                  metrics: GatewayMetrics, spool_dir: str | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.mirrors = mirrors
@@ -110,21 +108,18 @@ class PullThrough:
         self.metrics = metrics
         self.spool_dir = spool_dir or tempfile.gettempdir()
         self.transport = transport  # tests: a corrupting upstream
-        self.upstreams = {canonical_registry(r): (r, u) for r, u in config.upstreams.items()
-                          if u.on_miss == "pull-through"}
         self._clients: dict[str, Upstream] = {}
         self._manifests = SingleFlight()
         self.fills: dict[Digest, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def covers(self, name: str) -> bool:
-        """Pulled through: a pull-through upstream, and a repository some rule covers (else
-        any client could make the fleet mirror anything)."""
-        return name.partition("/")[0] in self.upstreams and self.mirrors.covers(name)
+        """Pulled through: see ``MirrorIndex.pulled_through``."""
+        return self.mirrors.pulled_through(name)
 
     def _client(self, registry: str) -> Upstream:
         if registry not in self._clients:
-            configured, upstream = self.upstreams[registry]
+            configured, upstream = self.mirrors.upstreams[registry]
             self._clients[registry] = Upstream(configured, upstream, transport=self.transport)
         return self._clients[registry]
 
@@ -137,7 +132,7 @@ class PullThrough:
         return digest, media_type_of(parse_manifest(data)), data
 
     def _timeout(self, registry: str) -> float:
-        return self.upstreams[registry][1].timeout
+        return self.mirrors.upstreams[registry][1].timeout
 
     async def _fetch_manifest(self, name: str, reference: str | Digest) -> tuple[Digest, bytes]:
         registry, _, repository = name.partition("/")

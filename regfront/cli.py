@@ -180,7 +180,8 @@ def serve(ctx: click.Context, config_file: str | None, storage: tuple[str, ...],
         if config.auth is not None:
             from gateway.auth import Auth
 
-            Auth(config)  # reads its key, password and token files: fail now, one line
+            # Reads its key, password and token files: fail now, in one line.
+            Auth(config, config.mirror_index())
         if config.gateway.tls_cert and config.gateway.tls_key:
             check_tls(config.gateway.tls_cert, config.gateway.tls_key)
         host, port = split_listen(config.gateway.listen)

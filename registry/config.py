@@ -21,7 +21,7 @@ from registry.configtypes import Duration, StrictModel
 from registry.errors import ConfigError, RegistryError
 from registry.gcconfig import GCConfig
 from registry.logs import LogFormat
-from registry.mirrorconfig import MirrorRule, SyncConfig, UpstreamConfig
+from registry.mirrorconfig import MirrorIndex, MirrorRule, SyncConfig, UpstreamConfig
 from registry.names import DOCKER_HUB, canonical_registry
 from registry.store import DEFAULT_STORAGE_URL, check_url
 
@@ -134,6 +134,10 @@ class Config(StrictModel):
     def primary(self) -> StorageConfig:
         """The first primary: where sync's leases live (the last store when none is marked)."""
         return self.primaries[0]
+
+    def mirror_index(self) -> MirrorIndex:
+        """What the rules and upstreams say per repository: build it once, hand it around."""
+        return MirrorIndex.of(self.upstreams, self.mirror)
 
 
 def with_overrides(config: Config, storage: Sequence[str] = (),

@@ -254,16 +254,57 @@ def covers(rule: MirrorRule, repository: str) -> bool:
 
 @dataclass(frozen=True)
 class MirrorIndex:
-    """Which stored repository names the mirror rules cover, derived once from the config and
-    handed to everything that asks (the miss queue, pull-through, fallback accounting)."""
+    """What the mirror rules and upstreams say about a stored repository name, derived once
+    from the config and handed to everything that asks: the miss queue, pull-through, tag
+    freshness, auth and fallback accounting."""
 
     rules: Mapping[str, tuple[MirrorRule, ...]]  # canonical registry -> its rules
+    # canonical registry -> (its key in the config's upstreams:, its settings)
+    upstreams: Mapping[str, tuple[str, UpstreamConfig]]
 
     @classmethod
     def of(cls, upstreams: Mapping[str, UpstreamConfig],
            mirror: Sequence[MirrorRule]) -> MirrorIndex:
         return cls({canonical_registry(registry): tuple(m for m in mirror if m.registry == registry)
-                    for registry in upstreams})
+                    for registry in upstreams},
+                   {canonical_registry(registry): (registry, upstream)
+                    for registry, upstream in upstreams.items()})
+
+    def upstream(self, name: str) -> UpstreamConfig | None:
+        """The settings of the upstream a stored name comes from, if one is configured."""
+        found = self.upstreams.get(name.partition("/")[0])
+        return found[1] if found is not None else None
+
+    def pulled_through(self, name: str) -> bool:
+        """Content a store lacks is fetched from the upstream: a pull-through upstream, and a
+        repository some rule covers (else any client could make the fleet mirror anything)."""
+        upstream = self.upstream(name)
+        return upstream is not None and upstream.on_miss == "pull-through" and self.covers(name)
+
+    def credentialed(self, name: str) -> bool:
+        """Mirrored from an upstream that needs credentials (auth never serves it anonymously
+        unless a rule names it)."""
+        upstream = self.upstream(name)
+        return upstream is not None and upstream.credentials is not None and self.covers(name)
+
+    def tag_ttl(self, name: str) -> float | None:
+        """How long a tag of ``name`` is served before the upstream is asked whether it moved:
+        the shortest of its rules' ``tag_ttl`` and a pull-through upstream's; None: never."""
+        registry = name.partition("/")[0]
+        from_upstream = self._upstream_ttl(registry) if registry in self.upstreams else None
+        ttls = [t for rule in self.rules_for(name) for t in (rule.tag_ttl, from_upstream)
+                if t is not None]
+        return min(ttls) if ttls else None
+
+    @property
+    def checks_tags(self) -> bool:
+        """Whether any repository has a tag TTL at all (else freshness stays off the hot path)."""
+        return any(self._upstream_ttl(registry) is not None or rule.tag_ttl is not None
+                   for registry, rules in self.rules.items() for rule in rules)
+
+    def _upstream_ttl(self, registry: str) -> float | None:
+        upstream = self.upstreams[registry][1]
+        return upstream.tag_ttl if upstream.on_miss == "pull-through" else None
 
     def covers(self, name: str) -> bool:
         """Whether a stored name (``docker.io/library/nginx``) is one some rule mirrors."""

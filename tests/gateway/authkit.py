@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.app import create_app
+from gateway.auth import Auth, Policy
 from gateway.keys import thumbprint
 from registry.config import Config
 from tests.gateway.conftest import Seeded
@@ -180,3 +181,13 @@ def tampered(token: str, **changes: Any) -> str:
     payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     payload.update(changes)
     return f"{header}.{_b64(json.dumps(payload).encode())}.{signature}"
+
+
+def policy_for(config: Config) -> Policy:
+    """The access policy for ``config``, with its mirror index built as the app builds it."""
+    return Policy(config, config.mirror_index())
+
+
+def auth_for(config: Config) -> Auth:
+    """Client auth for ``config`` (reads its files: ConfigError), as the app builds it."""
+    return Auth(config, config.mirror_index())

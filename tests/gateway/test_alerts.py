@@ -27,7 +27,7 @@ SUFFIXES = ("_total", "_bucket", "_sum", "_count")
 
 def _exported() -> set[str]:
     metrics = GatewayMetrics()
-    metrics.watch_breakers(Freshness(Config(), None, metrics=metrics))
+    metrics.watch_breakers(Freshness(Config().mirror_index(), None, metrics=metrics))
     SyncWatch(MemoryStore(), [], metrics)
     GCWatch(MemoryStore(), metrics)
     UsageRecorder(MemoryStore(), interval=60, max_entries=1).export(metrics)

@@ -70,7 +70,7 @@ def _gateway(store: MemoryStore, fake: FakeUpstream,
     app = create_app(config, [store])
     misses = MissQueue(MirrorIndex.of(config.upstreams, config.mirror), store,
                        app.resolver.metrics)
-    freshness = Freshness(config, misses, clock=clock, metrics=app.resolver.metrics,
+    freshness = Freshness(config.mirror_index(), misses, clock=clock, metrics=app.resolver.metrics,
                           transport=httpx.MockTransport(fake.handler))
     app.resolver.misses, app.resolver.freshness = misses, freshness
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
@@ -159,6 +159,6 @@ def test_a_pull_through_upstreams_tag_ttl_applies_to_its_rules() -> None:
     config = parse_config(CONFIG.replace(", tag_ttl: 60s", "").replace(
         '["https://upstream.invalid"]}',
         '["https://upstream.invalid"], on_miss: pull-through, tag_ttl: 5m}'))
-    checks = Freshness(config, None, metrics=GatewayMetrics())
+    checks = Freshness(config.mirror_index(), None, metrics=GatewayMetrics())
     assert checks.ttl(NAME) == 300.0
     assert checks.ttl("docker.io/library/other") is None

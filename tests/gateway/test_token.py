@@ -13,7 +13,6 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway.auth import Auth
 from gateway.keys import load_signing_key, parse_jwks, thumbprint
 from gateway.token import Users, parse_scope
 from registry.errors import ConfigError
@@ -22,6 +21,7 @@ from tests.gateway.authkit import (
     PASSWORDS,
     SERVICE,
     Files,
+    auth_for,
     auth_section,
     basic,
     bearer,
@@ -284,9 +284,9 @@ def test_missing_files_are_config_errors_naming_key_and_path(files: Files,
         else:
             section["token"] = {**section["token"], field: missing}
         with pytest.raises(ConfigError) as caught:
-            Auth(make_config(section))
+            auth_for(make_config(section))
         assert str(caught.value) == f"{key}: {missing}: cannot read: No such file or directory"
     section = auth_section(files, issuers=[{"issuer": "https://i", "audience": "a",
                                             "jwks_file": str(tmp_path / "nope.json")}])
     with pytest.raises(ConfigError, match=r"^auth.issuers.0.jwks_file: .*nope.json: cannot"):
-        Auth(make_config(section))
+        auth_for(make_config(section))

@@ -88,3 +88,38 @@ def test_credentials_need_one_source_each(credentials: str, message: str) -> Non
 def test_upstream_urls_are_hosts() -> None:
     with pytest.raises(ConfigError, match=r"c\.yaml:3: upstreams\.docker\.io\.urls: "):
         parse_config("upstreams:\n  docker.io:\n    urls: [ftp://x/path]\n", "c.yaml")
+
+
+INDEXED = """
+upstreams:
+  docker.io: {urls: ["https://registry-1.docker.io"], on_miss: pull-through, tag_ttl: 5m}
+  Reg.Corp:5000:
+    urls: ["https://reg.corp:5000"]
+    credentials: {username: ci, password_env: RF_PASSWORD}
+mirror:
+  - {name: hub, registry: docker.io, repositories: [library/nginx, library/python], tag_ttl: 60s}
+  - {name: slow, registry: docker.io, repositories: [library/python]}
+  - {name: corp, registry: Reg.Corp:5000, repositories: ["team/app"], tag_ttl: 30s}
+"""
+
+
+def test_the_mirror_index_answers_per_stored_name() -> None:
+    """One derivation for every consumer: coverage, pull-through, credentials, tag TTLs."""
+    index = parse_config(INDEXED).mirror_index()
+    assert index.covers("docker.io/library/nginx")
+    assert not index.covers("docker.io/other/app")
+    assert [rule.name for rule in index.rules_for("docker.io/library/python")] == ["hub", "slow"]
+    assert index.pulled_through("docker.io/library/nginx")
+    assert not index.pulled_through("docker.io/other/app")  # no rule: never on a client's ask
+    assert not index.pulled_through("reg.corp_5000/team/app")
+    assert index.credentialed("reg.corp_5000/team/app")
+    assert not index.credentialed("docker.io/library/nginx")
+    # the shortest of the covering rules' TTLs and the pull-through upstream's
+    assert index.tag_ttl("docker.io/library/nginx") == 60.0
+    assert index.tag_ttl("docker.io/library/python") == 60.0
+    assert index.tag_ttl("reg.corp_5000/team/app") == 30.0
+    assert index.tag_ttl("docker.io/other/app") is None
+    assert index.checks_tags
+    assert not parse_config("upstreams: {ghcr.io: {urls: ['https://ghcr.io']}}\n"
+                            "mirror: [{name: x, registry: ghcr.io, repositories: [a/b]}]\n"
+                            ).mirror_index().checks_tags

@@ -17,7 +17,6 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from gateway.auth import Auth, Policy
 from regfront.cli import main
 from registry import probe
 from registry.errors import ConfigError
@@ -26,6 +25,7 @@ from tests.gateway.auth.conftest import DEMO_SINGLE, assert_challenged
 from tests.gateway.authkit import (
     STATIC_TOKEN,
     Files,
+    auth_for,
     auth_section,
     bearer,
     client_for,
@@ -33,6 +33,7 @@ from tests.gateway.authkit import (
     hs256_with_public_key,
     make_config,
     mint,
+    policy_for,
 )
 from tests.gateway.conftest import DEMO, Seeded
 
@@ -52,13 +53,13 @@ MIRRORED = {
 
 
 def test_credentials_mirrored_repositories_need_their_exact_name(files: Files) -> None:
-    glob = Policy(make_config(auth_section(files, [
+    glob = policy_for(make_config(auth_section(files, [
         {"repositories": ["docker.io/*", "ghcr.io/*"], "anonymous": True}]), **MIRRORED))
     assert glob.credentialed(DEMO)
     assert not glob.anonymous(DEMO)  # paid-for content: a glob does not publish it
     assert glob.anonymous("docker.io/library/nginx")  # not mirrored with credentials
     assert glob.anonymous("ghcr.io/org/app")  # mirrored, but without credentials
-    named = Policy(make_config(auth_section(files, [
+    named = policy_for(make_config(auth_section(files, [
         {"repositories": ["docker.io/*"], "anonymous": True},
         {"repositories": [DEMO], "anonymous": True}]), **MIRRORED))
     assert named.anonymous(DEMO)
@@ -119,7 +120,7 @@ async def test_without_a_token_service_there_is_no_login_to_send_clients_to(
 def test_short_static_token_is_a_config_error(files: Files) -> None:
     files.static_file.write_text("short\n")
     with pytest.raises(ConfigError, match=r"auth.static.0.token_file: .*node-token"):
-        Auth(make_config(auth_section(files)))
+        auth_for(make_config(auth_section(files)))
 
 
 # -- external issuers --------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import httpx
 import jwt
 import pytest
 
-from gateway.auth import Policy
 from tests.gateway import authkit
 from tests.gateway.auth.conftest import CHALLENGE_DEMO, DEMO_SINGLE, assert_challenged
 from tests.gateway.authkit import (
@@ -29,6 +28,7 @@ from tests.gateway.authkit import (
     hs256_with_public_key,
     make_config,
     mint,
+    policy_for,
     tampered,
 )
 from tests.gateway.conftest import DEMO, OTHER, Seeded
@@ -244,7 +244,7 @@ async def test_writes_stay_405(client: httpx.AsyncClient) -> None:
 def test_globs_cross_slashes_and_exact_names_win(files: Files) -> None:
     """fnmatch: ``docker.io/*`` is all of Docker Hub; an exact name decides before any glob;
     among globs the first match decides, so an earlier rule carves out an exception."""
-    policy = Policy(make_config(auth_section(files, [
+    policy = policy_for(make_config(auth_section(files, [
         {"repositories": ["docker.io/corp/*"], "users": ["ci"]},
         {"repositories": ["docker.io/*"], "anonymous": True},
         {"repositories": ["docker.io/corp/open"], "anonymous": True},
@@ -259,7 +259,7 @@ def test_globs_cross_slashes_and_exact_names_win(files: Files) -> None:
 
 
 def test_star_user_means_any_authenticated_user(files: Files) -> None:
-    policy = Policy(make_config(auth_section(files, [
+    policy = policy_for(make_config(auth_section(files, [
         {"repositories": ["team/*"], "users": ["*"]}])))
     assert policy.allows("anyone", "team/app")
     assert not policy.allows(None, "team/app")
