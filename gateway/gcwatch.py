@@ -6,29 +6,26 @@ alone and sees collection, what each repository holds, and how many images need 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
 
 from gateway.metrics import GatewayMetrics
+from gateway.storewatch import StoreWatch
 from registry.gcstate import GCReport, load_gc_report
 from registry.store import ObjectStore
 from registry.store.errors import StoreError
 
 logger = logging.getLogger("regfront.gateway")
 
-REFRESH = 60.0
-
 Samples = Iterable[tuple[dict[str, str], float]]
 
 
-class GCWatch:
+class GCWatch(StoreWatch):
     def __init__(self, store: ObjectStore, metrics: GatewayMetrics) -> None:
         self.store = store
         self.report: GCReport | None = None
-        self._task: asyncio.Task[None] | None = None
+        super().__init__()
         gauge = metrics.registry.gauge
         gauge("gc_last_success_age_seconds", "Seconds since the last garbage collection that "
               "succeeded (absent until one does)", (), self._age)
@@ -69,17 +66,3 @@ class GCWatch:
             self.report = await load_gc_report(self.store)
         except StoreError as exc:  # the store is down: keep the last report read
             logger.warning("reading the garbage collection report failed: %r", exc)
-
-    def start(self) -> None:
-        async def loop() -> None:
-            while True:
-                await self.refresh()
-                await asyncio.sleep(REFRESH)
-
-        self._task = asyncio.get_running_loop().create_task(loop())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task

@@ -5,28 +5,25 @@ gateways - and sees whether sync keeps up."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable
 
 from gateway.metrics import GatewayMetrics
+from gateway.storewatch import StoreWatch
 from registry.store import ObjectStore
 from registry.store.errors import StoreError
 from registry.syncstate import RuleState, load_state
 
 logger = logging.getLogger("regfront.gateway")
 
-REFRESH = 60.0
 
-
-class SyncWatch:
+class SyncWatch(StoreWatch):
     def __init__(self, store: ObjectStore, rules: list[str], metrics: GatewayMetrics) -> None:
         self.store = store
         self.rules = rules
         self.states: dict[str, RuleState] = {}
-        self._task: asyncio.Task[None] | None = None
+        super().__init__()
         metrics.registry.gauge(
             "sync_last_success_age_seconds", "Seconds since the rule's last run without "
             "failures (absent until one succeeds)", ("rule",), self._ages)
@@ -61,17 +58,3 @@ class SyncWatch:
                 self.states[rule] = await load_state(self.store, rule)
             except StoreError as exc:  # the store is down: keep the last known state
                 logger.warning("reading sync state of rule %s failed: %r", rule, exc)
-
-    def start(self) -> None:
-        async def loop() -> None:
-            while True:
-                await self.refresh()
-                await asyncio.sleep(REFRESH)
-
-        self._task = asyncio.get_running_loop().create_task(loop())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
