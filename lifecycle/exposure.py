@@ -4,10 +4,12 @@ fail (or fall through to the upstream) if that upstream went down now."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from lifecycle.inventory import Inventory
-from lifecycle.manifests import Manifests, mirrored_children
+from lifecycle.manifests import Manifests
+from lifecycle.whole import listed, problems
 from registry.digest import Digest
 from registry.errors import RegistryError
 from registry.mirrorconfig import MirrorRule
@@ -27,28 +29,12 @@ async def missing_part(inventory: Inventory, manifests: Manifests, name: str,
                        digest: Digest, rules: tuple[MirrorRule, ...] = ()) -> str | None:
     """What ``name@digest`` lacks to be pulled from the bucket alone, or None if nothing (an
     index: the children its ``rules`` copy)."""
-    repo = inventory.repositories.get(name)
-    if repo is None:
+    if name not in inventory.repositories:
         return "the repository"
-    pending, seen = [digest], set()
-    while pending:
-        current = pending.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        if current not in repo.revisions:
-            return f"manifest {current} (no revision link)"
-        if current not in inventory.blobs:
-            return f"manifest {current} (no blob)"
-        manifest = await manifests.get(current)
-        if manifest is None:
-            return f"manifest {current} (unreadable)"
-        pending += mirrored_children(manifest, rules)
-        for needed in manifest.blobs:
-            if needed not in inventory.blobs:
-                return f"blob {needed}"
-            if needed not in repo.layers:
-                return f"blob {needed} (no layer link)"
+    walk = problems(inventory, manifests, name, digest, rules, listed(inventory), set())
+    async with aclosing(walk):
+        async for problem in walk:
+            return str(problem)
     return None
 
 

@@ -147,5 +147,5 @@ def _repositories(repositories: list[RepositoryStatus], now: float,
                    f"last pulled {_ago(repo.last_pulled, now)}")
         for item in repo.exposed:
             click.echo(f"    would break if {upstream or 'its upstream'} went down now: "
-                       f"{item.reference} (pulled {_ago(item.last_pulled, now)}; missing "
+                       f"{item.reference} (pulled {_ago(item.last_pulled, now)}; "
                        f"{item.missing})")

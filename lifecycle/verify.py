@@ -6,6 +6,7 @@ every missing blob downloaded, every link written)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -14,9 +15,10 @@ import httpx
 
 from lifecycle.gc import Collector
 from lifecycle.inventory import Inventory, Lister, take_inventory
-from lifecycle.manifests import Manifests, mirrored_children
+from lifecycle.manifests import Manifests
 from lifecycle.mark import Obj
 from lifecycle.retention import Policies, PullIndex
+from lifecycle.whole import MISSING, problems
 from registry import layout, writer
 from registry.claims import claims_for
 from registry.config import Config
@@ -28,7 +30,6 @@ from registry.upstream.errors import UpstreamError
 from registry.usage import read_pulls
 from sync.copier import Copier, CopyError
 
-MISSING = "missing"
 CORRUPT = "corrupt (its bytes do not match its digest)"
 
 
@@ -113,36 +114,14 @@ class Verifier:
                      damage: Damage, result: Verification) -> set[Digest]:
         """Walk the image from ``top``, noting problems in ``damage``; returns the manifests
         it walked."""
-        name = damage.name
-        repo = inventory.repositories[name]
-        rules = self.policies(name).rules
-        problems = damage.problems
-        pending, seen = [top], set()
-        while pending:
-            digest = pending.pop()
-            if digest in seen:
-                continue
-            seen.add(digest)
-            if digest not in repo.revisions:
-                problems.append(f"manifest {digest}: no revision link")
-            if (problem := await self._blob(digest, inventory, result)) is not None:
-                problems.append(f"manifest {digest}: {problem}")
-                if problem == CORRUPT:
-                    damage.corrupt.append(str(digest))
-                continue
-            manifest = await manifests.get(digest)
-            if manifest is None:
-                problems.append(f"manifest {digest}: unreadable")
-                continue
-            pending += mirrored_children(manifest, rules)
-            for blob in manifest.blobs:
-                if (problem := await self._blob(blob, inventory, result)) is not None:
-                    problems.append(f"blob {blob}: {problem}")
-                    if problem == CORRUPT:
-                        damage.corrupt.append(str(blob))
-                elif blob not in repo.layers:
-                    problems.append(f"blob {blob}: no layer link in {name}")
-        return seen
+        walked: set[Digest] = set()
+        check = functools.partial(self._blob, inventory=inventory, result=result)
+        async for problem in problems(inventory, manifests, damage.name, top,
+                                      self.policies(damage.name).rules, check, walked):
+            damage.problems.append(str(problem))
+            if problem.problem == CORRUPT:
+                damage.corrupt.append(str(problem.digest))
+        return walked
 
     async def _blob(self, digest: Digest, inventory: Inventory,
                     result: Verification) -> str | None:

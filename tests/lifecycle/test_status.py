@@ -53,12 +53,14 @@ async def test_status_says_what_each_repository_holds_and_what_needs_its_upstrea
     assert app.last_pulled is not None
     assert abs(app.last_pulled - (now - 60)) < 1
     assert sorted(e.reference for e in app.exposed) == ["broken", "lazy"]
+    missing = {e.reference: e.missing for e in app.exposed}
+    assert missing["broken"] == f"blob {broken.blobs[-1]}: missing"  # the first thing missing
     assert [r.name for r in status.unruled] == ["elsewhere/tmp", "imported/tool"]
 
     runner = click.testing.CliRunner()
     text = runner.invoke(click.command()(lambda: print_status(status, as_json=False))).output
     assert "rule app (docker.io): last run 2m ago, FAILED: docker.io/library/app:x: 429" in text
-    assert "would break if docker.io went down now: broken" in text
+    assert "would break if docker.io went down now: broken (pulled 1m ago; blob " in text
     assert "2 recently pulled image(s) need their upstream" in text
     data = json.loads(runner.invoke(click.command()(
         lambda: print_status(status, as_json=True))).output)
