@@ -55,6 +55,7 @@ from azure.storage.blob.aio import BlobServiceClient, ContainerClient, Exponenti
 
 from registry.errors import ConfigError
 from registry.store import CHUNK_SIZE, NotFound, PreconditionFailed, check_key
+from registry.store.body import empty
 from registry.store.errors import (
     StoreAccessDenied,
     StoreError,
@@ -213,7 +214,7 @@ class AzureStore:
             raise ValueError(f"bad range: start={start} length={length}")
         if length == 0:  # HTTP has no empty Range; still say NotFound for a missing key
             await self.size(key)
-            return _empty()
+            return empty()
         with _failures(), _absent_is(NotFound(key)):
             blob = (await self._client()).get_blob_client(self._name(key))
             try:
@@ -224,7 +225,7 @@ class AzureStore:
             except HttpResponseError as e:
                 if e.status_code != 416:
                     raise
-                return _empty()  # the object exists but ends before ``start``: no bytes
+                return empty()  # the object exists but ends before ``start``: no bytes
         return _chunks(download.chunks())
 
     async def get_versioned(self, key: str) -> tuple[bytes, str]:
@@ -397,8 +398,3 @@ async def _chunks(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             except StopAsyncIteration:
                 return
         yield chunk
-
-
-async def _empty() -> AsyncIterator[bytes]:
-    return
-    yield

@@ -38,7 +38,8 @@ from gcloud.aio.auth import IamClient, Token
 from gcloud.aio.auth.token import GCE_METADATA_BASE, GCE_METADATA_HEADERS
 from gcloud.aio.storage import Storage
 
-from registry.store import CHUNK_SIZE, NotFound, PreconditionFailed, check_key
+from registry.store import NotFound, PreconditionFailed, check_key
+from registry.store.body import Body, empty
 from registry.store.errors import (
     StoreAccessDenied,
     StoreError,
@@ -181,7 +182,7 @@ class GCSStore:
             raise ValueError(f"bad range: start={start} length={length}")
         if length == 0:  # HTTP has no empty Range; still say NotFound for a missing key
             await self.size(key)
-            return _empty()
+            return empty()
         end = "" if length is None else str(start + length - 1)
         byte_range = f"bytes={start}-{end}" if start or end else None
         with _failures():
@@ -190,8 +191,8 @@ class GCSStore:
             except aiohttp.ClientResponseError as e:
                 if e.status != 416:
                     raise
-                return _empty()  # the object exists but ends before ``start``: no bytes
-        return _Chunks(response)
+                return empty()  # the object exists but ends before ``start``: no bytes
+        return Body(response.content.read, response.close, _failures)
 
     async def _open_media(self, key: str, byte_range: str | None = None
                           ) -> aiohttp.ClientResponse:
@@ -415,50 +416,3 @@ def _answered(error: aiohttp.ClientResponseError) -> StoreError:
     if error.status >= 500:
         return StoreServerError(text)
     return StoreRejected(text)
-
-
-class _Chunks:
-    """An open media download as an iterator that always gives its pooled connection back.
-
-    As for S3 (registry/store/s3.py): a response dropped unread would hold a pooled connection
-    forever, hence ``__del__``.
-    """
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-        self._open = True
-
-    def __aiter__(self) -> _Chunks:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if not self._open:
-            raise StopAsyncIteration
-        try:
-            with _failures():
-                chunk = await self._response.content.read(CHUNK_SIZE)
-        except BaseException:
-            self.close()
-            raise
-        if not chunk:
-            self.close()
-            raise StopAsyncIteration
-        return chunk
-
-    def close(self) -> None:
-        """Drop the connection unless the body was read to its end (then it is pooled already)."""
-        if self._open:
-            self._open = False
-            self._response.close()
-
-    async def aclose(self) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # the loop may be gone at interpreter exit
-            self.close()
-
-
-async def _empty() -> AsyncIterator[bytes]:
-    return
-    yield
