@@ -1,12 +1,13 @@
-"""Reading a cloud store URL, ``scheme://container[/prefix][?name=value&...]``, for the gs://
-and az:// stores: any mistake is one ``ConfigError`` line naming the URL and what is wrong.
+"""Reading a cloud store URL, ``scheme://container[/prefix][?name=value&...]``, for the s3://,
+gs:// and az:// stores: any mistake is one ``ConfigError`` line naming the URL and what is wrong.
 
 Each store declares its options as a table (name -> how to convert, when the value is
-acceptable, what it must be), as registry/store/s3.py does for its own URLs.
+acceptable, what it must be).
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -64,7 +65,9 @@ def parse_store_url(url: str, scheme: str, container: re.Pattern[str], container
     values: dict[str, Any] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name not in options:
-            raise bad(f"unknown option {name!r}")
+            close = difflib.get_close_matches(name, sorted(options), n=1, cutoff=0.75)
+            raise bad(f"unknown option {name!r}" + (f" (did you mean {close[0]}?)" if close
+                                                     else f"; options: {', '.join(options)}"))
         if name in values:
             raise bad(f"{name} is given twice")
         convert, valid, why = options[name]
