@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from registry import layout
 from registry.digest import Digest
 from registry.errors import RegistryError
-from registry.store import NotFound, ObjectStore
+from registry.store import KeyLister, NotFound, ObjectStore, key_lister
 
 
 @dataclass
@@ -156,12 +156,55 @@ async def list_claims(lister: Lister) -> list[tuple[int, str]]:
                   if (parsed := layout.parse_claim(entry)) is not None)
 
 
+async def _from_whole_listings(lister: Lister, whole: KeyLister, inventory: Inventory) -> None:
+    """The inventory from three listings of whole prefixes (a page per thousand keys on S3),
+    then a read of each tag's current link."""
+    currents: list[tuple[Repository, str]] = []
+    for key in await whole.keys(layout.REPOSITORIES_ROOT):
+        parsed = layout.parse_repository_key(key)
+        if parsed is None:
+            continue
+        name, kind, tag, digest = parsed
+        repo = inventory.repository(name)
+        if kind == "current":
+            currents.append((repo, tag))
+            repo.tags[tag] = None
+            repo.history.setdefault(tag, set())
+        elif kind == "history" and digest is not None:
+            repo.tags.setdefault(tag, None)
+            repo.history.setdefault(tag, set()).add(digest)
+        elif kind == "revision" and digest is not None:
+            repo.revisions.add(digest)
+        elif digest is not None:
+            repo.layers.add(digest)
+
+    async def current(repo: Repository, tag: str) -> None:
+        repo.tags[tag] = await lister.link(layout.tag_current_link(repo.name, tag))
+
+    async def listed_tags(repo: Repository) -> None:
+        # What lists as a tag with nothing in it (a file store's empty directory): a tag too.
+        for tag in await lister.children(layout.tags_dir(repo.name)):
+            repo.tags.setdefault(tag, None)
+
+    await asyncio.gather(*(current(repo, tag) for repo, tag in currents),
+                         *map(listed_tags, list(inventory.repositories.values())))
+    for key in await whole.keys(layout.REFERRER_REPOSITORIES_ROOT):
+        if (entry := layout.parse_referrer_key(key)) is not None:
+            name, subject, referrer = entry
+            inventory.repository(name).referrers.setdefault(subject, set()).add(referrer)
+    inventory.blobs = {digest for key in await whole.keys(layout.blobs_dir())
+                       if (digest := layout.parse_blob_key(key)) is not None}
+
+
 async def take_inventory(store: ObjectStore, concurrency: int = 16, *,
                          wall: Callable[[], float] = time.time) -> Inventory:
     """List everything; claims first, so a claim made after them is seen at the next look."""
     lister = Lister(store, concurrency)
     inventory = Inventory({}, set(), [], wall())
     inventory.claims = await list_claims(lister)
+    if (whole := key_lister(store)) is not None:
+        await _from_whole_listings(lister, whole, inventory)
+        return inventory
     names = await _names(lister, layout.REPOSITORIES_ROOT, "*")
     referrer_names = await _names(lister, layout.REFERRER_REPOSITORIES_ROOT, "_referrers")
     await asyncio.gather(*(_repository(lister, inventory.repository(n)) for n in names))

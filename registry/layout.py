@@ -197,6 +197,54 @@ def parse_referrer_entry(entry: str) -> Digest | None:
         return None
 
 
+def _digest(algorithm: str, hex_part: str) -> Digest | None:
+    try:
+        return Digest.parse(f"{algorithm}:{hex_part}")
+    except RegistryError:
+        return None
+
+
+def parse_repository_key(key: str) -> tuple[str, str, str, Digest | None] | None:
+    """What a link under ``REPOSITORIES_ROOT`` is, as (name, kind, tag, digest): kind
+    ``current`` (a tag's current link; digest None: it is the link's content), ``history`` (a
+    tag's index entry), ``revision`` or ``layer``; None for any other key (uploads)."""
+    if not key.startswith(REPOSITORIES_ROOT) or not key.endswith("/link"):
+        return None
+    parts = key[len(REPOSITORIES_ROOT):].split("/")[:-1]
+    at = next((n for n, part in enumerate(parts) if part in ("_manifests", "_layers")), None)
+    if not at:
+        return None
+    name, rest = "/".join(parts[:at]), parts[at:]
+    if rest[0] == "_layers" and len(rest) == 3:
+        return (name, "layer", "", digest) if (digest := _digest(rest[1], rest[2])) else None
+    if rest[1:2] == ["revisions"] and len(rest) == 4:
+        return (name, "revision", "", digest) if (digest := _digest(rest[2], rest[3])) else None
+    if rest[1:2] == ["tags"] and len(rest) == 4 and rest[3] == "current":
+        return name, "current", rest[2], None
+    if rest[1:2] == ["tags"] and len(rest) == 6 and rest[3] == "index":
+        return (name, "history", rest[2], digest) if (digest := _digest(rest[4], rest[5])) else None
+    return None
+
+
+def parse_blob_key(key: str) -> Digest | None:
+    """The digest whose bytes ``key`` holds, if it is a blob's ``data``."""
+    parts = key.removeprefix(blobs_dir()).split("/")
+    if not key.startswith(blobs_dir()) or len(parts) != 4 or parts[3] != "data":
+        return None
+    digest = _digest(parts[0], parts[2])
+    return digest if digest is not None and parts[1] == digest.hex[:2] else None
+
+
+def parse_referrer_key(key: str) -> tuple[str, Digest, Digest] | None:
+    """(name, subject, referrer) of a referrer entry, or None."""
+    name, marker, rest = key.removeprefix(REFERRER_REPOSITORIES_ROOT).rpartition("/_referrers/")
+    parts = rest.split("/")
+    if not key.startswith(REFERRER_REPOSITORIES_ROOT) or not marker or len(parts) != 3:
+        return None
+    subject, referrer = _digest(parts[0], parts[1]), parse_referrer_entry(parts[2])
+    return (name, subject, referrer) if subject and referrer else None
+
+
 # -- garbage collection: its state, and the writers' claims (docs/retention.md) -----------------
 
 GC_ROOT = f"{REGFRONT_ROOT}/gc"

@@ -97,6 +97,22 @@ class Presigner(Protocol):
         ...
 
 
+@runtime_checkable
+class KeyLister(Protocol):
+    """A store that lists every key under a prefix in one pass (S3's listing without a
+    delimiter, a page per thousand keys): garbage collection reads a whole bucket this way."""
+
+    async def keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (which ends in ``/``), whole, sorted; ``[]`` if none."""
+        ...
+
+
+def key_lister(store: ObjectStore) -> KeyLister | None:
+    """The store as a ``KeyLister`` if it lists whole prefixes, else ``None`` (walk
+    ``children``)."""
+    return store if isinstance(store, KeyLister) else None
+
+
 def presigner(store: ObjectStore) -> Presigner | None:
     """The store as a ``Presigner`` if it can redirect blob GETs, else ``None`` (serve bytes)."""
     return store if isinstance(store, Presigner) else None

@@ -127,6 +127,19 @@ class FileStore:
                 return []
         return sorted(n for n in names if _TEMP_MARK not in n)
 
+    async def keys(self, prefix: str) -> list[str]:
+        top = self._path(prefix)
+
+        def walk() -> list[str]:
+            found = []
+            for directory, _, files in os.walk(top):
+                base = Path(directory).relative_to(self.root).as_posix()
+                found += [f"{base}/{name}" for name in files if _TEMP_MARK not in name]
+            return sorted(found)
+
+        with os_failures():
+            return await to_thread.run_sync(walk)
+
     async def get_versioned(self, key: str) -> tuple[bytes, str]:
         data = await self.get(key)
         return data, hashlib.sha256(data).hexdigest()

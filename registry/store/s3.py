@@ -380,6 +380,19 @@ class S3Store:
         names.discard("")  # an object named exactly ``prefix`` is not a child
         return sorted(names)
 
+    async def keys(self, prefix: str) -> list[str]:
+        full_prefix = self._key(prefix)
+        strip = len(full_prefix) - len(prefix)  # the store's own prefix
+        found: list[str] = []
+        with _failures():
+            s3 = await self._s3()
+            pages = s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.settings.bucket, Prefix=full_prefix,
+                PaginationConfig={"PageSize": LIST_PAGE_SIZE})
+            async for page in pages:
+                found += [o["Key"][strip:] for o in page.get("Contents", ())]
+        return sorted(found)
+
     async def delete(self, key: str) -> None:
         with _failures():
             s3 = await self._s3()

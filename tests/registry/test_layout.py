@@ -119,3 +119,26 @@ def test_usage_keys_and_their_parse() -> None:
     assert layout.parse_usage_record("1800000000-host-12-ab.json") == (1_800_000_000,
                                                                        "host-12-ab")
     assert layout.parse_usage_record("summary.json") is None
+
+
+def test_a_whole_listing_parses_back_to_what_each_key_is() -> None:
+    """Garbage collection lists whole prefixes and reads each key back (registry/layout.py
+    builds and parses every key)."""
+    name = "docker.io/library/nginx"
+    assert layout.parse_repository_key(layout.tag_current_link(name, "1.27")) == (
+        name, "current", "1.27", None)
+    assert layout.parse_repository_key(layout.tag_index_link(name, "1.27", DIGEST)) == (
+        name, "history", "1.27", DIGEST)
+    assert layout.parse_repository_key(layout.revision_link(name, DIGEST)) == (
+        name, "revision", "", DIGEST)
+    assert layout.parse_repository_key(layout.layer_link(name, DIGEST)) == (
+        name, "layer", "", DIGEST)
+    for other in (f"{REPO}/_uploads/abc/data", f"{REPO}/_layers/sha256/nothex/link",
+                  layout.blob_data(DIGEST), "docker/registry/v2/repositories/_layers/x/link"):
+        assert layout.parse_repository_key(other) is None
+    assert layout.parse_blob_key(layout.blob_data(DIGEST)) == DIGEST
+    assert layout.parse_blob_key(f"docker/registry/v2/blobs/sha256/ff/{HEX}/data") is None
+    referrer = Digest("sha256", "0" * 64)
+    assert layout.parse_referrer_key(layout.referrer_entry(name, DIGEST, referrer)) == (
+        name, DIGEST, referrer)
+    assert layout.parse_referrer_key(layout.referrers_dir(name, DIGEST) + "junk") is None

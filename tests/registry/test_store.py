@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from registry.store import NotFound, ObjectStore, PreconditionFailed, check_key, open_store
+from registry.store import (
+    NotFound,
+    ObjectStore,
+    PreconditionFailed,
+    check_key,
+    key_lister,
+    open_store,
+)
 from registry.store.azure import AzureStore
 from registry.store.file import FileStore
 from registry.store.gcs import GCSStore
@@ -139,6 +146,21 @@ async def test_deleting_the_last_object_under_a_directory_unlists_it(store: Obje
     assert await store.children("tags/old/") == ["current"]
     await store.delete("tags/old")  # a key that is no object: deleting it is no error ...
     assert await store.get("tags/old/current/link") == b"2"  # ... and removes nothing
+
+
+async def test_a_key_lister_lists_every_key_under_a_prefix(store: ObjectStore) -> None:
+    """Stores that list whole prefixes (garbage collection reads a bucket so) agree with
+    ``children`` walked down, leave out what is no object, and keep their own prefix out."""
+    lister = key_lister(store)
+    if lister is None:
+        pytest.skip(f"{type(store).__name__} lists by children only")
+    keys = ["r/a/_manifests/tags/1/current/link", "r/a/_layers/sha256/ab/link", "r/b/x", "s/y"]
+    for key in keys:
+        await store.put(key, b"1")
+    assert await store.create("r/lease", b"held")  # conditional files' sidecars are no keys
+    assert await lister.keys("r/") == sorted([*keys[:3], "r/lease"])
+    assert await lister.keys("r/a/_layers/") == ["r/a/_layers/sha256/ab/link"]
+    assert await lister.keys("nothing/") == []
 
 
 async def test_empty_object(store: ObjectStore) -> None:
