@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
+
+from gateway.app import create_app
 from gateway.usage import UsageRecorder
 from registry import layout
+from registry.config import Config, GatewayConfig
 from registry.store.errors import StoreUnreachable
 from registry.store.memory import MemoryStore
 from registry.usage import Pull, PullKey, UsageBatch, day_of
+from tests.gateway.conftest import DEMO, Seeded
 
 NAME = "docker.io/library/app"
 DIGEST = "sha256:" + "a" * 64
@@ -120,3 +125,33 @@ async def test_stop_writes_what_is_left() -> None:
     recorder.record(NAME, DIGEST, "1")
     await recorder.stop()
     assert len(batches(store)) == 1
+
+
+async def test_the_gateway_records_each_manifest_served_with_the_tag_asked_for(
+        seeded: Seeded) -> None:
+    app = create_app(Config(gateway=GatewayConfig(usage_interval=60)), [seeded.store])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://gateway") as client:
+        digest = seeded.single["digest"]
+        assert (await client.head("/v2/library/demo/manifests/single?ns=docker.io")
+                ).status_code == 200
+        assert (await client.get(f"/v2/library/demo/manifests/{digest}?ns=docker.io")
+                ).status_code == 200
+        assert (await client.get(f"/v2/library/demo/manifests/{digest}?ns=docker.io")
+                ).status_code == 200
+        assert (await client.get("/v2/library/demo/manifests/nothere?ns=docker.io")
+                ).status_code == 404
+        blob = seeded.manifest(seeded.single)["layers"][0]["digest"]
+        assert (await client.get(f"/v2/library/demo/blobs/{blob}?ns=docker.io")
+                ).status_code == 200
+        reads = seeded.store.reads
+    assert app.usage is not None
+    await app.usage.flush()
+    assert seeded.store.reads == reads  # recording reads nothing
+    [(_, batch)] = batches(seeded.store.inner)  # type: ignore[arg-type]
+    assert {k: p.count for k, p in batch.pulls.items()} == {
+        PullKey(DEMO, digest, "single"): 1, PullKey(DEMO, digest, None): 2}
+
+
+async def test_no_entries_no_recorder(seeded: Seeded) -> None:
+    assert create_app(Config(gateway=GatewayConfig(usage_entries=0)), [seeded.store]).usage is None
