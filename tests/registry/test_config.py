@@ -77,3 +77,38 @@ def test_primaries_are_the_marked_stores_else_the_last() -> None:
     assert [s.url for s in several.primaries] == ["/aws", "/gcp"]
     assert several.primary.url == "/aws"  # the first: where sync's leases live
     assert parse_config("sync: {target_stall: 2m}\n").sync.target_stall == 120.0
+
+
+def test_retention_and_gc_defaults_and_overrides() -> None:
+    """Rules keep a week of pulls by default; repositories no rule covers keep their newest 3
+    and a month of pulls; gc: null retention keeps everything there."""
+    config = parse_config("""
+upstreams: {docker.io: {urls: ["https://registry-1.docker.io"]}}
+mirror:
+  - {name: a, registry: docker.io, repositories: [library/a]}
+  - {name: b, registry: docker.io, repositories: [library/b],
+     retention: {pulled_within: 2d, newest: 5}}
+gc: {grace: 0s, schedule: {every: 6h}}
+""")
+    assert config.mirror[0].retention.pulled_within == 7 * 86400
+    assert (config.mirror[1].retention.pulled_within, config.mirror[1].retention.newest) == (
+        2 * 86400, 5)
+    assert config.gc.grace == 0.0
+    assert config.gc.retention is not None
+    assert (config.gc.retention.pulled_within, config.gc.retention.newest) == (30 * 86400, 3)
+    assert parse_config("gc: {retention: null}").gc.retention is None
+    assert parse_config("").gc.grace == 86400.0
+    assert parse_config("gateway: {usage_entries: 0}").gateway.usage_entries == 0
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("gc:\n  grace: never\n", "c.yaml:2: gc.grace: invalid duration 'never'"),
+    ("gc:\n  retention: {newest: -1}\n", "c.yaml:2: gc.retention.newest:"),
+    ("gc:\n  schedule: 'every day'\n", "c.yaml:2: gc.schedule"),
+    ("gc:\n  sweep_budget: 0s\n", "c.yaml:2: gc.sweep_budget:"),
+    ("gateway:\n  usage_interval: 0s\n", "c.yaml:2: gateway.usage_interval:"),
+])
+def test_gc_mistakes_name_their_line(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "c.yaml")
+    assert str(caught.value).startswith(message)

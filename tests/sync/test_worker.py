@@ -15,7 +15,7 @@ from registry import layout
 from registry.config import parse_config
 from registry.digest import Digest
 from registry.names import Reference
-from registry.syncstate import load_state
+from registry.syncstate import load_selection, load_state
 from sync.lease import Lease
 from sync.worker import Events, RuleResult, Syncer, exit_status
 from tests.sync.conftest import (
@@ -295,3 +295,21 @@ async def test_a_run_whose_lease_holds_commits_the_same_image() -> None:
 
 def _renewed(store: RecordingStore, times: int) -> bool:
     return [w.op for w in store.writes].count("replace") == times
+
+
+async def test_a_run_records_what_the_rule_selected_upstream_for_retention() -> None:
+    """Garbage collection keeps what sync last selected (latest N ranks the upstream's tags,
+    which only sync sees); a repository whose listing fails keeps its old selection."""
+    fake, store = FakeUpstream(), recording()
+    for seed, tag in enumerate(["1.0", "1.1", "1.2"]):
+        image(fake, tag, seed)
+    image(fake, "9", 9, repository="library/other")
+    text = config(tags="{latest: 2}", repositories="[library/app, library/other]")
+    await run(syncer(store, fake, text=text))
+    assert await load_selection(store, "app") == {"library/app": ["1.1", "1.2"],
+                                                  "library/other": ["9"]}
+    image(fake, "1.3", 3)
+    del fake.manifests["library/other"]  # its listing now fails: its selection stays
+    await run(syncer(store, fake, text=text))
+    assert await load_selection(store, "app") == {"library/app": ["1.2", "1.3"],
+                                                  "library/other": ["9"]}
