@@ -45,7 +45,8 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from registry.errors import ConfigError
-from registry.store import CHUNK_SIZE, NotFound, PreconditionFailed, check_key
+from registry.store import NotFound, PreconditionFailed, check_key
+from registry.store.body import Body, empty
 from registry.store.errors import (
     StoreAccessDenied,
     StoreError,
@@ -247,7 +248,7 @@ class S3Store:
             raise ValueError(f"bad range: start={start} length={length}")
         if length == 0:  # S3 has no empty Range; still say NotFound for a missing key
             await self.size(key)
-            return _empty()
+            return empty()
         end = "" if length is None else str(start + length - 1)
         with _failures():
             try:
@@ -256,8 +257,8 @@ class S3Store:
             except ClientError as e:
                 if e.response.get("Error", {}).get("Code") != "InvalidRange":
                     raise
-                return _empty()  # the object exists but ends before ``start``: no bytes
-        return _Chunks(body)
+                return empty()  # the object exists but ends before ``start``: no bytes
+        return Body(body.read, body.close, _failures)
 
     async def _get_object(self, key: str, byte_range: str | None = None) -> Any:
         s3 = await self._s3()
@@ -464,51 +465,3 @@ def _answered(error: ClientError) -> StoreError:
 
 def _absent(error: ClientError) -> bool:
     return bool(error.response.get("Error", {}).get("Code") in _ABSENT)
-
-
-class _Chunks:
-    """An open GetObject body as an iterator that always gives its pooled connection back.
-
-    aiohttp keeps an unfinished response alive from its connection pool, so one dropped unread
-    (a client that hung up before streaming began) would hold a pooled connection forever, and a
-    few dozen would hang the store: hence ``__del__``, not a generator's ``finally``.
-    """
-
-    def __init__(self, body: Any) -> None:
-        self._body = body
-        self._open = True
-
-    def __aiter__(self) -> _Chunks:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if not self._open:
-            raise StopAsyncIteration
-        try:
-            with _failures():
-                chunk = cast(bytes, await self._body.read(CHUNK_SIZE))
-        except BaseException:
-            self.close()
-            raise
-        if not chunk:
-            self.close()
-            raise StopAsyncIteration
-        return chunk
-
-    def close(self) -> None:
-        """Drop the connection unless the body was read to its end (then it is pooled already)."""
-        if self._open:
-            self._open = False
-            self._body.close()
-
-    async def aclose(self) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # the loop may be gone at interpreter exit
-            self.close()
-
-
-async def _empty() -> AsyncIterator[bytes]:
-    return
-    yield
