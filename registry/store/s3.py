@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import logging
-import math
 import os
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import aioboto3
 import aiohttp
@@ -44,7 +42,6 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from registry.errors import ConfigError
 from registry.store import NotFound, PreconditionFailed, check_key
 from registry.store.body import Body, empty
 from registry.store.errors import (
@@ -57,6 +54,7 @@ from registry.store.errors import (
     StoreUnreachable,
     connection_failure,
 )
+from registry.store.options import AT_LEAST_ONE, HTTP_URL, SECONDS, Option, parse_store_url
 
 logger = logging.getLogger("regfront.store")
 
@@ -88,22 +86,14 @@ _REGION = re.compile(r"[a-z0-9-]+")
 _ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 
-def _is_http_url(value: str) -> bool:
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
-# The URL's query options: how to read each, when the value is acceptable, and what it must be.
-_OPTIONS: dict[str, tuple[Callable[[str], Any], Callable[[Any], object], str]] = {
-    "endpoint": (str, _is_http_url, "must be an http:// or https:// URL"),
-    "signing_endpoint": (str, _is_http_url, "must be an http:// or https:// URL"),
+_OPTIONS: dict[str, Option] = {
+    "endpoint": HTTP_URL,
+    "signing_endpoint": HTTP_URL,
     "region": (str, _REGION.fullmatch, "must be a region name such as eu-west-1"),
-    "connect_timeout": (float, lambda s: math.isfinite(s) and s > 0,
-                        "must be a positive number of seconds"),
-    "read_timeout": (float, lambda s: math.isfinite(s) and s > 0,
-                     "must be a positive number of seconds"),
-    "max_attempts": (int, lambda n: n >= 1, "must be a whole number, at least 1"),
-    "max_pool_connections": (int, lambda n: n >= 1, "must be a whole number, at least 1"),
+    "connect_timeout": SECONDS,
+    "read_timeout": SECONDS,
+    "max_attempts": AT_LEAST_ONE,
+    "max_pool_connections": AT_LEAST_ONE,
     "addressing": (str, lambda a: a in get_args(Addressing), "must be path or virtual"),
 }
 
@@ -150,39 +140,8 @@ class S3Settings:
 
 def parse_url(url: str) -> S3Settings:
     """Read an ``s3://`` storage URL; any mistake is a one-line ``ConfigError`` naming it."""
-    def bad(why: str) -> ConfigError:
-        return ConfigError(f"storage url {url!r}: {why}")
-
-    parts = urlsplit(url)
-    if parts.scheme != "s3":
-        raise bad("expected s3://bucket[/prefix]")
-    if not _BUCKET.fullmatch(parts.netloc):
-        raise bad("expected s3://bucket[/prefix] with a bucket name")
-    if parts.fragment:
-        raise bad("a storage url has no #fragment")
-    prefix = parts.path.strip("/")
-    if prefix:
-        try:
-            check_key(prefix)
-        except ValueError:
-            raise bad(f"prefix {prefix!r} has empty, '.' or '..' segments") from None
-
-    options: dict[str, Any] = {}
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name not in _OPTIONS:
-            close = difflib.get_close_matches(name, sorted(_OPTIONS), n=1, cutoff=0.75)
-            raise bad(f"unknown option {name!r}" + (f" (did you mean {close[0]}?)" if close
-                                                     else f"; options: {', '.join(_OPTIONS)}"))
-        if name in options:
-            raise bad(f"{name} is given twice")
-        convert, valid, why = _OPTIONS[name]
-        try:
-            options[name] = convert(value)
-        except ValueError:
-            raise bad(f"{name} {why}") from None
-        if not valid(options[name]):
-            raise bad(f"{name} {why}")
-    return S3Settings(bucket=parts.netloc, prefix=prefix, **options)
+    parsed = parse_store_url(url, "s3", _BUCKET, "bucket", _OPTIONS)
+    return S3Settings(bucket=parsed.container, prefix=parsed.prefix, **parsed.options)
 
 
 class S3Store:
