@@ -12,7 +12,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from anyio import to_thread
@@ -23,16 +23,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.answers import Answer, send_answer
 from gateway.auth import Auth
 from gateway.fallbacks import Fallbacks
 from gateway.freshness import Freshness
-from gateway.gcwatch import GCWatch
 from gateway.http import (
     API_VERSION_HEADER,
     INTERNAL_ERROR,
     answer,
     render_error,
     repository,
+    request_header,
     send_error,
 )
 from gateway.metrics import GatewayMetrics, start_otlp_metrics
@@ -43,8 +44,7 @@ from gateway.routes import HOT_PATH, framework_route, hot_routes, routes
 from gateway.stores import StorePolicy, StoreSet
 from gateway.syncwatch import SyncWatch
 from gateway.tracing import Tracing
-from gateway.usage import UsageRecorder
-from registry import layout, probe
+from registry import layout
 from registry.config import Config
 from registry.errors import ErrorCode, RegistryError
 from registry.store import NotFound, ObjectStore, open_store
@@ -82,36 +82,43 @@ class Gateway:
     """Pure ASGI: the hot routes directly, the rest through Starlette (version header added).
 
     ``auth`` is ``None`` unless the config has ``auth:``; then every request naming a
-    repository is checked here, before any handler runs (gateway/auth.py). ``usage`` counts the
-    manifests served (gateway/usage.py), for retention's pulled_within and for exposure.
+    repository is checked here, before any handler runs (gateway/auth.py).
     """
 
     def __init__(self, resolver: Resolver, framework: ASGIApp, fallbacks: Fallbacks,
                  auth: Auth | None = None, tracing: Tracing | None = None,
-                 access_log_sample: float = 0.0, usage: UsageRecorder | None = None) -> None:
+                 access_log_sample: float = 0.0) -> None:
         self.resolver = resolver
-        self.usage = usage
         self.framework = framework
         self.fallbacks = fallbacks
         self.auth = auth
         self.tracing = tracing  # None unless spans go somewhere: then no span work at all
         self.metrics = resolver.metrics
         self.access_log_sample = access_log_sample
+        self.answers = resolver.answers.entries  # warm answers (gateway/answers.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.framework(scope, receive, send)
             return
         started = time.perf_counter()
-        match = HOT_PATH.match(scope["path"]) if scope["method"] in ("GET", "HEAD") else None
-        route = match["kind"] if match is not None else framework_route(scope["path"])[0]
-        if self.tracing is None:
-            status = await self._dispatch(scope, receive, send, match)
+        # A repeated manifest request: its finished answer, unless traced (spans need the
+        # full path).
+        warm = (self.answers.get((scope["method"], scope["path"], scope["query_string"]))
+                if self.tracing is None else None)
+        if warm is not None and warm.expires > time.monotonic():
+            route = "manifests"
+            status = await self._warm(scope, send, warm)
         else:
-            with self.tracing.request(scope, route) as span:
+            match = HOT_PATH.match(scope["path"]) if scope["method"] in ("GET", "HEAD") else None
+            route = match["kind"] if match is not None else framework_route(scope["path"])[0]
+            if self.tracing is None:
                 status = await self._dispatch(scope, receive, send, match)
-                if span is not None:
-                    span.set_attribute("http.response.status_code", status)
+            else:
+                with self.tracing.request(scope, route) as span:
+                    status = await self._dispatch(scope, receive, send, match)
+                    if span is not None:
+                        span.set_attribute("http.response.status_code", status)
         elapsed = time.perf_counter() - started
         # Plain dict and bucket increments: an SDK instrument call here would cost ~40%.
         self.metrics.requests[(route, scope["method"], _STATUS.get(status) or str(status))] += 1
@@ -159,38 +166,47 @@ class Gateway:
     async def _hot(self, scope: Scope, send: Send, kind: str, name: str, reference: str) -> int:
         """Answer a manifest or blob request; returns the status sent."""
         status = 0
-        digest = b""
 
         async def tracked(message: Message) -> None:
-            nonlocal status, digest
+            nonlocal status
             if not status:
                 status = message.get("status", 200)
-                if kind == "manifests":
-                    digest = next((v for k, v in message.get("headers", ())
-                                   if k == b"docker-content-digest"), b"")
             await send(message)
 
         try:
             if self.auth is not None:  # the repository as stored (ns applied) is what's checked
                 await self.auth.check(scope, repository(scope, name)[0])
             await hot_routes[kind](scope, tracked, self.resolver, name, reference)
-            if digest and self.usage is not None and status in (200, 304) and \
-                    name != probe.NAME:
-                # A manifest served (or confirmed unchanged) is a pull; the tag it was asked by.
-                tag = None if reference == digest.decode() else reference
-                self.usage.record(repository(scope, name)[0], digest.decode(), tag)
         except Exception as exc:
             if status:
                 raise  # mid-body: only closing the connection tells the client
-            error = answer(exc)
-            if error is INTERNAL_ERROR:
-                logger.error("bug answering %s %s", scope["method"], scope["path"][:200],
-                             exc_info=exc)
-            await send_error(tracked, error, scope["method"])
             # A 404's repository, for the fallback count (its name parsed before it was raised).
-            stored = repository(scope, name)[0] if error.status == 404 else None
-            self.fallbacks.answered(scope, error, stored)
+            await self._failed(scope, tracked, exc, lambda: repository(scope, name)[0])
         return status
+
+    async def _warm(self, scope: Scope, send: Send, warm: Answer) -> int:
+        """A warm manifest answer (gateway/answers.py): checked and told to freshness as any
+        manifest request is, then sent; returns the status sent."""
+        if self.auth is not None:
+            try:
+                await self.auth.check(scope, warm.name)
+            except Exception as exc:
+                return await self._failed(scope, send, exc, lambda: warm.name)
+        self.resolver.served(warm.name, warm.digest, warm.tag)
+        self.metrics.cache[("answers", "hit")] += 1
+        return await send_answer(send, warm, request_header(scope, b"if-none-match"))
+
+    async def _failed(self, scope: Scope, send: Send, exc: Exception,
+                      stored: Callable[[], str]) -> int:
+        """Answer a hot-path failure before any byte was sent, and count it if it sends
+        containerd away (``stored()``: the repository as stored, for a 404); the status."""
+        error = answer(exc)
+        if error is INTERNAL_ERROR:
+            logger.error("bug answering %s %s", scope["method"], scope["path"][:200],
+                         exc_info=exc)
+        await send_error(send, error, scope["method"])
+        self.fallbacks.answered(scope, error, stored() if error.status == 404 else None)
+        return error.status
 
 
 _STATUS = {code: str(code)
@@ -236,13 +252,6 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None, *,
         metrics.watch_breakers(freshness)
     sync_watch = (SyncWatch(once, [rule.name for rule in config.mirror], metrics)
                   if config.mirror else None)
-    gc_watch = GCWatch(once, metrics)
-    # Pull records: a batch per interval, written once (the next batch carries on).
-    usage = (UsageRecorder(once, interval=config.gateway.usage_interval,
-                           max_entries=config.gateway.usage_entries)
-             if config.gateway.usage_entries else None)
-    if usage is not None:
-        usage.export(metrics)
     fallbacks = Fallbacks(metrics, mirrors)
 
     @asynccontextmanager
@@ -251,13 +260,7 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None, *,
         meters = start_otlp_metrics(metrics, telemetry.otlp_endpoint, telemetry.service_name)
         if sync_watch is not None:
             sync_watch.start()
-        gc_watch.start()
-        if usage is not None:
-            usage.start()
         yield
-        if usage is not None:
-            await usage.stop()  # what was counted since the last batch is written now
-        await gc_watch.stop()
         if sync_watch is not None:
             await sync_watch.stop()
         if meters is not None:
@@ -281,5 +284,4 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None, *,
     framework.state.tokens = auth.tokens if auth is not None else None
     framework.state.metrics = metrics
     framework.state.fallbacks = fallbacks
-    return Gateway(resolver, framework, fallbacks, auth, tracing, telemetry.access_log_sample,
-                   usage)
+    return Gateway(resolver, framework, fallbacks, auth, tracing, telemetry.access_log_sample)

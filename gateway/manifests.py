@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from starlette.types import Scope, Send
 
-from gateway.http import header_value, repository, request_header, respond
+from gateway.answers import manifest_answer, send_answer
+from gateway.http import repository, request_header
 from gateway.probe import get_probe_manifest
 from gateway.resolve import Resolver
 from registry import probe
@@ -32,7 +33,13 @@ async def get_manifest(scope: Scope, send: Send, resolver: Resolver, path_name: 
         await get_probe_manifest(scope, send, reference)
         return
     name, ns = repository(scope, path_name)
-    manifest = await resolver.manifest(name, manifest_reference(name, reference))
+    parsed = manifest_reference(name, reference)
+    resolver.metrics.cache[("answers", "miss")] += 1
+    warm = resolver.warm_manifest(name, parsed)
+    if warm is None:
+        manifest, expires, cached = await resolver.manifest(name, parsed), None, False
+    else:
+        (manifest, expires), cached = warm, True
     headers = [
         (b"content-type", manifest.media_type.encode()),
         (b"docker-content-digest", manifest.digest_header),
@@ -40,12 +47,10 @@ async def get_manifest(scope: Scope, send: Send, resolver: Resolver, path_name: 
     ]
     if ns:
         headers.append((b"oci-namespace", ns.encode("latin-1")))
-    if_none_match = request_header(scope, b"if-none-match")
-    if if_none_match and manifest.etag.decode() in if_none_match:
-        await respond(send, 304, headers)
-        return
-    headers.append((b"content-length", header_value(len(manifest.data))))
-    if scope["method"] == "HEAD":
-        await respond(send, 200, headers)
-    else:
-        await respond(send, 200, headers, manifest.data)
+    method = scope["method"]
+    finished = manifest_answer(name, parsed if isinstance(parsed, str) else None,
+                               manifest.digest, expires, manifest.etag, headers,
+                               manifest.data, method)
+    if cached:  # built from the caches alone: it holds as long as they do (gateway/answers.py)
+        resolver.answers.put((method, scope["path"], scope["query_string"]), finished)
+    await send_answer(send, finished, request_header(scope, b"if-none-match"))

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
+from gateway.answers import Answers
 from gateway.freshness import Freshness
 from gateway.metrics import GatewayMetrics
 from gateway.misses import MissQueue
@@ -35,6 +37,7 @@ from registry.store.errors import StoreError, StoreTimeout
 logger = logging.getLogger("regfront.gateway")
 T = TypeVar("T")
 PRESIGNED_REUSE_MAX = 300.0
+ANSWERS = 4096  # warm answers kept at most
 _MISSING: Any = object()
 
 
@@ -85,8 +88,11 @@ class Resolver:
         self.pull_through = pull_through
         self.freshness = freshness
         self.stores = stores
-        self.tags: TTLCache[tuple[str, str], Digest] = TTLCache(
-            maxsize=max(1, config.link_cache_entries), ttl=config.tag_ttl)
+        # Each tag with the time (time.monotonic) its entry expires: a warm answer by tag
+        # holds until then, never longer.
+        self.tags: TTLCache[tuple[str, str], tuple[Digest, float]] = TTLCache(
+            maxsize=max(1, config.link_cache_entries), ttl=config.tag_ttl, timer=time.monotonic)
+        self.tag_ttl = config.tag_ttl
         self.tag_lists: TTLCache[str, list[str]] = TTLCache(maxsize=1024, ttl=config.tag_ttl)
         self.manifests: LRUCache[Digest, Manifest] = LRUCache(
             maxsize=max(1, int(config.manifest_cache_bytes)), getsizeof=_manifest_weight)
@@ -103,6 +109,9 @@ class Resolver:
             maxsize=max(1, config.blob_cache_entries),
             ttl=min(config.presign_expiry / 2, PRESIGNED_REUSE_MAX))
         self._flights = SingleFlight()
+        # Finished manifest answers (gateway/answers.py): the requests a fleet repeats, so a
+        # few thousand; their bodies are mostly the very bytes the manifest cache holds.
+        self.answers = Answers(ANSWERS, int(config.manifest_cache_bytes) // 8)
 
     async def _cached(self, name: str, cache: Any, key: Hashable,
                       load: Callable[[], Awaitable[T]]) -> T:
@@ -135,14 +144,51 @@ class Resolver:
     # -- manifests -------------------------------------------------------------------------
 
     async def tag(self, name: str, tag: str) -> Digest:
-        async def load() -> Digest:
+        async def load() -> tuple[Digest, float]:
             data = await self._first(layout.tag_current_link(name, tag))
-            return Digest.parse(data.decode())
+            # Taken before the entry is stored, so never later than the cache's own expiry.
+            return Digest.parse(data.decode()), time.monotonic() + self.tag_ttl
 
         try:
-            return await self._cached("tags", self.tags, (name, tag), load)
+            return (await self._cached("tags", self.tags, (name, tag), load))[0]
         except NotFound:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, {"name": name, "tag": tag}) from None
+
+    def warm_manifest(self, name: str,
+                      reference: str | Digest) -> tuple[Manifest, float | None] | None:
+        """The manifest when the caches hold everything it needs, without awaiting, and until
+        when an answer built from it holds (a tag's expiry; ``None``: a digest's, forever);
+        ``None`` when ``manifest`` must be asked. Its serve passes ``served``, as
+        ``manifest``'s does."""
+        counts = self.metrics.cache
+        if isinstance(reference, Digest):
+            if not self.links.get(("revision", name, reference)):
+                return None
+            manifest = self.manifests.get(reference)
+            if manifest is None:
+                return None
+            counts[("links", "hit")] += 1
+            counts[("manifests", "hit")] += 1
+            self.served(name, reference, None)
+            return manifest, None
+        entry = self.tags.get((name, reference))
+        if entry is None:
+            return None
+        digest, expires = entry
+        manifest = self.manifests.get(digest)
+        if manifest is None:
+            return None
+        counts[("tags", "hit")] += 1
+        counts[("manifests", "hit")] += 1
+        self.served(name, digest, reference)
+        return manifest, expires
+
+    def served(self, name: str, digest: Digest, tag: str | None) -> None:
+        """Every manifest served from the caches or the store passes here (by tag as soon as
+        the tag resolves), warm answers (gateway/answers.py) included: a tag's serve is told to
+        freshness. Anything that must see every pull belongs here."""
+        if tag is not None and self.freshness is not None:
+            self.freshness.served(name, tag, digest)
 
     async def manifest(self, name: str, reference: str | Digest) -> Manifest:
         """A manifest of ``name`` by tag or digest, as stored, verified once on load; a miss
@@ -162,17 +208,19 @@ class Resolver:
     async def _manifest(self, name: str, reference: str | Digest) -> Manifest:
         if isinstance(reference, str):
             digest = await self.tag(name, reference)
-            if self.freshness is not None:
-                self.freshness.served(name, reference, digest)
+            self.served(name, digest, reference)  # as resolved: a tag whose bytes are gone too
         else:
             digest = reference
             await self._linked(name, "revision", digest, ErrorCode.MANIFEST_UNKNOWN)
         try:
-            return await self._cached("manifests", self.manifests, digest,
-                                     lambda: self._load_manifest(digest))
+            manifest = await self._cached("manifests", self.manifests, digest,
+                                         lambda: self._load_manifest(digest))
         except NotFound:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, {"name": name,
                                                             "digest": str(digest)}) from None
+        if not isinstance(reference, str):
+            self.served(name, digest, None)
+        return manifest
 
     async def _load_manifest(self, digest: Digest) -> Manifest:
         async def verified(store: ObjectStore) -> bytes:

@@ -115,6 +115,20 @@ async def test_after_the_ttl_one_background_head_and_an_unmoved_tag_stays(
     assert not [k for k in store.objects if k.startswith(layout.MISSES_ROOT)]
 
 
+async def test_warm_answers_are_told_to_freshness_too(setup: tuple[MemoryStore, str]) -> None:
+    store, digest = setup
+    fake, clock = FakeUpstream(digest), Clock()
+    client, resolver = _gateway(store, fake, clock)
+    async with client:
+        for _ in range(3):  # the third from its warm answer (gateway/answers.py)
+            await client.head("/v2/library/demo/manifests/1?ns=docker.io")
+        clock.now += 61
+        await client.head("/v2/library/demo/manifests/1?ns=docker.io")
+        await _settle(resolver)
+    assert resolver.metrics.cache[("answers", "hit")] == 2
+    assert fake.heads == 1
+
+
 async def test_a_moved_tag_is_served_as_stored_and_queued_for_sync(
         setup: tuple[MemoryStore, str]) -> None:
     store, digest = setup
