@@ -30,6 +30,7 @@ class Answer:
     name: str  # the stored repository, for the auth check
     tag: str | None  # by tag: freshness hears of every serve
     digest: Digest
+    digest_text: str  # for the pull record
     expires: float  # time.monotonic() seconds; inf for an answer by digest
     etag: str
     ok: tuple[Header, ...]  # a 200's headers, Content-Length and the API version included
@@ -41,7 +42,8 @@ def manifest_answer(name: str, tag: str | None, digest: Digest, expires: float |
            headers: Headers, body: bytes, method: str) -> Answer:
     """The answer to a manifest request with ``headers`` (without Content-Length)."""
     return Answer(
-        name=name, tag=tag, digest=digest, expires=math.inf if expires is None else expires,
+        name=name, tag=tag, digest=digest, digest_text=str(digest),
+        expires=math.inf if expires is None else expires,
         etag=etag.decode(), not_modified=(*headers, API_VERSION_HEADER),
         ok=(*headers, (b"content-length", header_value(len(body))), API_VERSION_HEADER),
         body=b"" if method == "HEAD" else body)

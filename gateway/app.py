@@ -27,6 +27,7 @@ from gateway.answers import Answer, send_answer
 from gateway.auth import Auth
 from gateway.fallbacks import Fallbacks
 from gateway.freshness import Freshness
+from gateway.gcwatch import GCWatch
 from gateway.http import (
     API_VERSION_HEADER,
     INTERNAL_ERROR,
@@ -44,7 +45,8 @@ from gateway.routes import HOT_PATH, framework_route, hot_routes, routes
 from gateway.stores import StorePolicy, StoreSet
 from gateway.syncwatch import SyncWatch
 from gateway.tracing import Tracing
-from registry import layout
+from gateway.usage import UsageRecorder
+from registry import layout, probe
 from registry.config import Config
 from registry.errors import ErrorCode, RegistryError
 from registry.store import NotFound, ObjectStore, open_store
@@ -82,13 +84,15 @@ class Gateway:
     """Pure ASGI: the hot routes directly, the rest through Starlette (version header added).
 
     ``auth`` is ``None`` unless the config has ``auth:``; then every request naming a
-    repository is checked here, before any handler runs (gateway/auth.py).
+    repository is checked here, before any handler runs (gateway/auth.py). ``usage`` counts the
+    manifests served (gateway/usage.py), for retention's pulled_within and for exposure.
     """
 
     def __init__(self, resolver: Resolver, framework: ASGIApp, fallbacks: Fallbacks,
                  auth: Auth | None = None, tracing: Tracing | None = None,
-                 access_log_sample: float = 0.0) -> None:
+                 access_log_sample: float = 0.0, usage: UsageRecorder | None = None) -> None:
         self.resolver = resolver
+        self.usage = usage
         self.framework = framework
         self.fallbacks = fallbacks
         self.auth = auth
@@ -166,17 +170,26 @@ class Gateway:
     async def _hot(self, scope: Scope, send: Send, kind: str, name: str, reference: str) -> int:
         """Answer a manifest or blob request; returns the status sent."""
         status = 0
+        digest = b""
 
         async def tracked(message: Message) -> None:
-            nonlocal status
+            nonlocal status, digest
             if not status:
                 status = message.get("status", 200)
+                if kind == "manifests":
+                    digest = next((v for k, v in message.get("headers", ())
+                                   if k == b"docker-content-digest"), b"")
             await send(message)
 
         try:
             if self.auth is not None:  # the repository as stored (ns applied) is what's checked
                 await self.auth.check(scope, repository(scope, name)[0])
             await hot_routes[kind](scope, tracked, self.resolver, name, reference)
+            if digest and self.usage is not None and status in (200, 304) and \
+                    name != probe.NAME:
+                # A manifest served (or confirmed unchanged) is a pull; the tag it was asked by.
+                tag = None if reference == digest.decode() else reference
+                self.usage.record(repository(scope, name)[0], digest.decode(), tag)
         except Exception as exc:
             if status:
                 raise  # mid-body: only closing the connection tells the client
@@ -185,8 +198,8 @@ class Gateway:
         return status
 
     async def _warm(self, scope: Scope, send: Send, warm: Answer) -> int:
-        """A warm manifest answer (gateway/answers.py): checked and told to freshness as any
-        manifest request is, then sent; returns the status sent."""
+        """A warm manifest answer (gateway/answers.py): checked, told to freshness and
+        recorded as a pull as any manifest request is, then sent; returns the status sent."""
         if self.auth is not None:
             try:
                 await self.auth.check(scope, warm.name)
@@ -194,7 +207,10 @@ class Gateway:
                 return await self._failed(scope, send, exc, lambda: warm.name)
         self.resolver.served(warm.name, warm.digest, warm.tag)
         self.metrics.cache[("answers", "hit")] += 1
-        return await send_answer(send, warm, request_header(scope, b"if-none-match"))
+        status = await send_answer(send, warm, request_header(scope, b"if-none-match"))
+        if self.usage is not None:  # a 200 or a 304: a pull, as in _hot
+            self.usage.record(warm.name, warm.digest_text, warm.tag)
+        return status
 
     async def _failed(self, scope: Scope, send: Send, exc: Exception,
                       stored: Callable[[], str]) -> int:
@@ -252,6 +268,13 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None, *,
         metrics.watch_breakers(freshness)
     sync_watch = (SyncWatch(once, [rule.name for rule in config.mirror], metrics)
                   if config.mirror else None)
+    gc_watch = GCWatch(once, metrics)
+    # Pull records: a batch per interval, written once (the next batch carries on).
+    usage = (UsageRecorder(once, interval=config.gateway.usage_interval,
+                           max_entries=config.gateway.usage_entries)
+             if config.gateway.usage_entries else None)
+    if usage is not None:
+        usage.export(metrics)
     fallbacks = Fallbacks(metrics, mirrors)
 
     @asynccontextmanager
@@ -260,7 +283,13 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None, *,
         meters = start_otlp_metrics(metrics, telemetry.otlp_endpoint, telemetry.service_name)
         if sync_watch is not None:
             sync_watch.start()
+        gc_watch.start()
+        if usage is not None:
+            usage.start()
         yield
+        if usage is not None:
+            await usage.stop()  # what was counted since the last batch is written now
+        await gc_watch.stop()
         if sync_watch is not None:
             await sync_watch.stop()
         if meters is not None:
@@ -284,4 +313,5 @@ def create_app(config: Config, stores: list[ObjectStore] | None = None, *,
     framework.state.tokens = auth.tokens if auth is not None else None
     framework.state.metrics = metrics
     framework.state.fallbacks = fallbacks
-    return Gateway(resolver, framework, fallbacks, auth, tracing, telemetry.access_log_sample)
+    return Gateway(resolver, framework, fallbacks, auth, tracing, telemetry.access_log_sample,
+                   usage)

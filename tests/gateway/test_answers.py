@@ -136,6 +136,19 @@ async def test_every_warm_request_is_authorised(seeded: Seeded, tmp_path: Path) 
     assert dict(app.metrics.requests)[("manifests", "GET", "401")] == 2
 
 
+async def test_every_warm_answer_is_recorded_as_a_pull(seeded: Seeded) -> None:
+    app = _app(seeded, Config(gateway=GatewayConfig(usage_interval=60)))
+    async with _client(app) as client:
+        etag = (await client.get(SINGLE)).headers["etag"]
+        for _ in range(3):
+            assert (await client.get(SINGLE)).status_code == 200
+        assert (await client.get(SINGLE, headers={"If-None-Match": etag})).status_code == 304
+    assert app.metrics.cache[("answers", "hit")] == 3
+    assert app.usage is not None
+    assert {(k.name, k.tag): p.count for k, p in app.usage._pulls.items()} == {
+        (DEMO, "single"): 5}
+
+
 async def test_traced_requests_take_the_full_path(seeded: Seeded) -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
