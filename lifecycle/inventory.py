@@ -160,7 +160,7 @@ async def _from_whole_listings(lister: Lister, whole: KeyLister, inventory: Inve
     """The inventory from three listings of whole prefixes (a page per thousand keys on S3),
     then a read of each tag's current link."""
     currents: list[tuple[Repository, str]] = []
-    for key in await whole.keys(layout.REPOSITORIES_ROOT):
+    for key in await whole.list_keys(layout.REPOSITORIES_ROOT):
         parsed = layout.parse_repository_key(key)
         if parsed is None:
             continue
@@ -188,11 +188,11 @@ async def _from_whole_listings(lister: Lister, whole: KeyLister, inventory: Inve
 
     await asyncio.gather(*(current(repo, tag) for repo, tag in currents),
                          *map(listed_tags, list(inventory.repositories.values())))
-    for key in await whole.keys(layout.REFERRER_REPOSITORIES_ROOT):
+    for key in await whole.list_keys(layout.REFERRER_REPOSITORIES_ROOT):
         if (entry := layout.parse_referrer_key(key)) is not None:
             name, subject, referrer = entry
             inventory.repository(name).referrers.setdefault(subject, set()).add(referrer)
-    inventory.blobs = {digest for key in await whole.keys(layout.blobs_dir())
+    inventory.blobs = {digest for key in await whole.list_keys(layout.blobs_dir())
                        if (digest := layout.parse_blob_key(key)) is not None}
 
 

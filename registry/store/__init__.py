@@ -102,7 +102,7 @@ class KeyLister(Protocol):
     """A store that lists every key under a prefix in one pass (S3's listing without a
     delimiter, a page per thousand keys): garbage collection reads a whole bucket this way."""
 
-    async def keys(self, prefix: str) -> list[str]:
+    async def list_keys(self, prefix: str) -> list[str]:
         """Every key under ``prefix`` (which ends in ``/``), whole, sorted; ``[]`` if none."""
         ...
 

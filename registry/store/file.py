@@ -127,7 +127,7 @@ class FileStore:
                 return []
         return sorted(n for n in names if _TEMP_MARK not in n)
 
-    async def keys(self, prefix: str) -> list[str]:
+    async def list_keys(self, prefix: str) -> list[str]:
         top = self._path(prefix)
 
         def walk() -> list[str]:

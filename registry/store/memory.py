@@ -50,7 +50,7 @@ class MemoryStore:
                  for key in self.objects if key.startswith(prefix)}
         return sorted(names)
 
-    async def keys(self, prefix: str) -> list[str]:
+    async def list_keys(self, prefix: str) -> list[str]:
         return sorted(key for key in self.objects if key.startswith(prefix))
 
     async def get_versioned(self, key: str) -> tuple[bytes, str]:

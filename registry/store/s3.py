@@ -340,7 +340,7 @@ class S3Store:
         names.discard("")  # an object named exactly ``prefix`` is not a child
         return sorted(names)
 
-    async def keys(self, prefix: str) -> list[str]:
+    async def list_keys(self, prefix: str) -> list[str]:
         full_prefix = self._key(prefix)
         strip = len(full_prefix) - len(prefix)  # the store's own prefix
         found: list[str] = []

@@ -158,9 +158,9 @@ async def test_a_key_lister_lists_every_key_under_a_prefix(store: ObjectStore) -
     for key in keys:
         await store.put(key, b"1")
     assert await store.create("r/lease", b"held")  # conditional files' sidecars are no keys
-    assert await lister.keys("r/") == sorted([*keys[:3], "r/lease"])
-    assert await lister.keys("r/a/_layers/") == ["r/a/_layers/sha256/ab/link"]
-    assert await lister.keys("nothing/") == []
+    assert await lister.list_keys("r/") == sorted([*keys[:3], "r/lease"])
+    assert await lister.list_keys("r/a/_layers/") == ["r/a/_layers/sha256/ab/link"]
+    assert await lister.list_keys("nothing/") == []
 
 
 async def test_empty_object(store: ObjectStore) -> None:
