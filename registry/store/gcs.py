@@ -59,6 +59,7 @@ from registry.store.gcs_signing import (
     utc_now,
 )
 from registry.store.options import AT_LEAST_ONE, HTTP_URL, SECONDS, Option, parse_store_url
+from registry.store.parts import parts
 
 logger = logging.getLogger("regfront.store")
 
@@ -245,17 +246,16 @@ class GCSStore:
             return str(written["generation"])
 
     async def put_stream(self, key: str, chunks: AsyncIterable[bytes]) -> None:
-        stream = aiter(chunks)
-        buffer = bytearray()
-        more = await self._fill(stream, buffer)
-        if not more:
-            await self.put(key, bytes(buffer))
+        cut = parts(chunks, self.part_size)
+        first, last = await anext(cut)
+        if last:
+            await self.put(key, first)
             return
         with _failures(), _absent_is(StoreRejected(f"no bucket {self.settings.bucket!r}")):
-            await self._resumable(self._name(key), stream, buffer)
+            await self._resumable(self._name(key), first, cut)
 
-    async def _resumable(self, name: str, stream: AsyncIterator[bytes],
-                         buffer: bytearray) -> None:
+    async def _resumable(self, name: str, body: bytes,
+                         cut: AsyncIterator[tuple[bytes, bool]]) -> None:
         gcs = await self._client()
         metadata = json.dumps({"name": name, "contentType": OCTET_STREAM})
         started = await gcs.session.post(
@@ -266,25 +266,20 @@ class GCSStore:
             timeout=self._timeout)
         session_uri = started.headers["Location"]
         started.release()
-        sent, more = 0, True
+        sent, last = 0, False
         try:
             while True:
-                # Whole parts while more than a part is buffered, so the last (sent with the
-                # total, which commits the object) is never empty.
-                while len(buffer) > self.part_size or (not more and buffer):
-                    body = bytes(buffer[:self.part_size])
-                    del buffer[:self.part_size]
-                    last = not more and not buffer
-                    total = str(sent + len(body)) if last else "*"
-                    answer = await gcs.session.put(
-                        session_uri, data=body, timeout=self._timeout,
-                        headers={**await self._auth(),
-                                 "Content-Range": f"bytes {sent}-{sent + len(body) - 1}/{total}"})
-                    answer.release()
-                    sent += len(body)
-                if not more:
+                # The last part is sent with the total, which commits the object.
+                total = str(sent + len(body)) if last else "*"
+                answer = await gcs.session.put(
+                    session_uri, data=body, timeout=self._timeout,
+                    headers={**await self._auth(),
+                             "Content-Range": f"bytes {sent}-{sent + len(body) - 1}/{total}"})
+                answer.release()
+                sent += len(body)
+                if last:
                     return
-                more = await self._fill(stream, buffer)
+                body, last = await anext(cut)
         except BaseException:
             try:
                 await gcs.session.delete(session_uri, headers=await self._auth(),
@@ -295,15 +290,6 @@ class GCSStore:
             except (aiohttp.ClientError, TimeoutError):
                 logger.warning("could not cancel upload of %s", name, exc_info=True)
             raise
-
-    async def _fill(self, stream: AsyncIterator[bytes], buffer: bytearray) -> bool:
-        """Read until more than one part is buffered; False when the stream ended first."""
-        while len(buffer) <= self.part_size:
-            try:
-                buffer += await anext(stream)
-            except StopAsyncIteration:
-                return False
-        return True
 
     async def children(self, prefix: str) -> list[str]:
         full_prefix = self._name(prefix)

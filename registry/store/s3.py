@@ -55,6 +55,7 @@ from registry.store.errors import (
     connection_failure,
 )
 from registry.store.options import AT_LEAST_ONE, HTTP_URL, SECONDS, Option, parse_store_url
+from registry.store.parts import parts
 
 logger = logging.getLogger("regfront.store")
 
@@ -279,34 +280,28 @@ class S3Store:
 
     async def _put_stream(self, key: str, chunks: AsyncIterable[bytes]) -> None:
         full_key = self._key(key)
-        stream = aiter(chunks)
-        buffer = bytearray()
-        more = await self._fill(stream, buffer)
+        cut = parts(chunks, self.part_size)
+        body, last = await anext(cut)
         s3 = await self._s3()
-        if not more:
-            await s3.put_object(Bucket=self.settings.bucket, Key=full_key, Body=bytes(buffer))
+        if last:
+            await s3.put_object(Bucket=self.settings.bucket, Key=full_key, Body=body)
             return
 
         upload = await s3.create_multipart_upload(Bucket=self.settings.bucket, Key=full_key)
         upload_id: str = upload["UploadId"]
-        parts: list[dict[str, Any]] = []
+        uploaded: list[dict[str, Any]] = []
         try:
-            while True:
-                # Send whole parts while more than a part is buffered, so the final part (sent
-                # once the stream ends) is never empty; R2 also wants all but the last equal.
-                while len(buffer) > self.part_size or (not more and buffer):
-                    body = bytes(buffer[:self.part_size])
-                    del buffer[:self.part_size]
-                    number = len(parts) + 1
-                    sent = await s3.upload_part(Bucket=self.settings.bucket, Key=full_key,
-                                                UploadId=upload_id, PartNumber=number, Body=body)
-                    parts.append({"ETag": sent["ETag"], "PartNumber": number})
-                if not more:
+            while True:  # parts(): every part but the last of one size, as R2 also wants
+                number = len(uploaded) + 1
+                sent = await s3.upload_part(Bucket=self.settings.bucket, Key=full_key,
+                                            UploadId=upload_id, PartNumber=number, Body=body)
+                uploaded.append({"ETag": sent["ETag"], "PartNumber": number})
+                if last:
                     break
-                more = await self._fill(stream, buffer)
+                body, last = await anext(cut)
             await s3.complete_multipart_upload(Bucket=self.settings.bucket, Key=full_key,
                                                UploadId=upload_id,
-                                               MultipartUpload={"Parts": parts})
+                                               MultipartUpload={"Parts": uploaded})
         except BaseException:
             try:
                 await s3.abort_multipart_upload(Bucket=self.settings.bucket, Key=full_key,
@@ -315,15 +310,6 @@ class S3Store:
                 logger.warning("could not abort multipart upload %s of %s", upload_id,
                                full_key, exc_info=True)
             raise
-
-    async def _fill(self, stream: AsyncIterator[bytes], buffer: bytearray) -> bool:
-        """Read until more than one part is buffered; False when the stream ended first."""
-        while len(buffer) <= self.part_size:
-            try:
-                buffer += await anext(stream)
-            except StopAsyncIteration:
-                return False
-        return True
 
     async def children(self, prefix: str) -> list[str]:
         full_prefix = self._key(prefix)
