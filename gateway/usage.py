@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from gateway.background import Background
 from gateway.metrics import GatewayMetrics
 from registry import layout
 from registry.store import ObjectStore
@@ -37,7 +38,7 @@ def gateway_id() -> str:
     return f"{host[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class UsageRecorder:
+class UsageRecorder(Background):
     def __init__(self, store: ObjectStore, *, interval: float, max_entries: int,
                  gateway: str | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
@@ -53,7 +54,7 @@ class UsageRecorder:
         self._last_when = 0
         self._full = asyncio.Event()
         self._writing = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        super().__init__()
 
     def record(self, name: str, digest: str, tag: str | None) -> None:
         """Count one manifest served (the hot path: a dict update, no I/O)."""
@@ -109,20 +110,13 @@ class UsageRecorder:
                                "full and the one before it could not be written", (),
                                lambda: [({}, float(self.dropped))])
 
-    def start(self) -> None:
-        async def loop() -> None:
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.interval):
-                        await self._full.wait()
-                await self.flush()
-
-        self._task = asyncio.get_running_loop().create_task(loop())
+    async def _step(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.interval):
+                await self._full.wait()
+        await self.flush()
 
     async def stop(self) -> None:
         """Stop the loop and write what is left (a graceful shutdown loses nothing)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await super().stop()
         await self.flush()
