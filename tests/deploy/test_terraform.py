@@ -151,8 +151,8 @@ def test_references_resolve(module: Path) -> None:
     assert locals_ <= used_locals, f"locals never used: {locals_ - used_locals}"
     resources = _labelled(module, "resource")
     data = _labelled(module, "data")
-    for is_data, type_, name in re.findall(
-            r"(?<![\w.])(data\.)?((?:aws|azurerm|google|terraform)_[a-z0-9_]+)\.([a-z0-9_]+)", code):
+    reference = r"(?<![\w.])(data\.)?((?:aws|azurerm|google|terraform)_[a-z0-9_]+)\.([a-z0-9_]+)"
+    for is_data, type_, name in re.findall(reference, code):
         declared = data if is_data else resources
         assert (type_, name) in declared, f"{is_data}{type_}.{name} is not declared"
     calls = _blocks(module, "module")
@@ -247,9 +247,12 @@ def test_examples_render_a_config_regfront_accepts(example: Path, tmp_path: Path
         assert set(TagFilter.model_fields) <= {key for rule in rules for key in rule["tags"]}
         if tfvars:  # the tfvars example shows the fields in use, not only their defaults
             rule = config.mirror[0]
-            assert rule.referrers and rule.tag_ttl and rule.tag_filter.exclude
+            assert rule.referrers
+            assert rule.tag_ttl
+            assert rule.tag_filter.exclude
             assert "retention" in rules[0]
-            assert rule.tag_filter.names and rule.tag_filter.include
+            assert rule.tag_filter.names
+            assert rule.tag_filter.include
         else:
             assert [rule.name for rule in config.mirror] == ["nginx"]
 
