@@ -248,8 +248,8 @@ def sync_command(ctx: click.Context, config_file: str, storage: tuple[str, ...],
     try:
         syncer = Syncer(config, dry_run=dry_run)
         rules = syncer.rules(rule_names)
-    except (ConfigError, KeyError) as exc:
-        _fail(str(exc).strip("'\""))
+    except ConfigError as exc:  # anything else is a bug, and says so
+        _fail(str(exc))
     if not rules:
         _fail(f"{config_file}: no mirror rules to run")
     # Every image would fail alike on a store that cannot be read: say so once, with the fix.

@@ -32,6 +32,7 @@ import httpx
 from registry import layout
 from registry.config import Config
 from registry.digest import Digest
+from registry.errors import ConfigError
 from registry.mediatypes import INDEX_TYPES, media_type_of, parse_manifest
 from registry.mirrorconfig import MirrorRule, covers
 from registry.names import Reference, canonical_registry
@@ -106,8 +107,8 @@ class Syncer:
         known = {rule.name: rule for rule in self.config.mirror}
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise KeyError(f"no mirror rule named {unknown[0]!r} "
-                           f"(rules: {', '.join(known) or 'none'})")
+            raise ConfigError(f"--rule {unknown[0]}: no mirror rule of that name "
+                              f"(rules: {', '.join(known) or 'none'})")
         return [known[n] for n in names] if names else list(known.values())
 
     def upstream(self, registry: str) -> Upstream:

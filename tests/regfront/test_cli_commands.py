@@ -143,3 +143,13 @@ def test_serve_needs_both_tls_files(runner: CliRunner, tmp_path: Path) -> None:
     missing = runner.invoke(main, ["serve", "--tls-cert", str(cert), "--tls-key", "/nope.pem"])
     assert missing.exit_code == 1
     assert "/nope.pem: no such file" in _one_line_error(missing.output)
+
+
+def test_sync_names_an_unknown_rule_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "regfront.yaml"
+    config.write_text("upstreams: {ghcr.io: {urls: ['https://ghcr.io']}}\n"
+                      "mirror: [{name: app, registry: ghcr.io, repositories: [team/app]}]\n")
+    result = CliRunner().invoke(main, ["sync", "--config", str(config), "--rule", "apps"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("regfront: --rule apps: no mirror rule of that name "
+                                     "(rules: app)")
