@@ -55,7 +55,7 @@ from azure.storage.blob.aio import BlobServiceClient, ContainerClient, Exponenti
 
 from registry.errors import ConfigError
 from registry.store import CHUNK_SIZE, NotFound, PreconditionFailed, check_key
-from registry.store.body import empty
+from registry.store.body import check_range, empty
 from registry.store.errors import (
     StoreAccessDenied,
     StoreError,
@@ -210,8 +210,7 @@ class AzureStore:
 
     async def read(self, key: str, start: int = 0,
                    length: int | None = None) -> AsyncIterator[bytes]:
-        if start < 0 or (length is not None and length < 0):
-            raise ValueError(f"bad range: start={start} length={length}")
+        check_range(start, length)
         if length == 0:  # HTTP has no empty Range; still say NotFound for a missing key
             await self.size(key)
             return empty()

@@ -1,6 +1,6 @@
-"""A cloud backend's streamed object body (``ObjectStore.read``): the response's bytes in
-``CHUNK_SIZE`` pieces, each read under the backend's failure mapping, and the connection given
-back however the reader stops."""
+"""A cloud backend's ``ObjectStore.read``: the range asked for, checked and as an HTTP ``Range``,
+and the streamed body - the response's bytes in ``CHUNK_SIZE`` pieces, each read under the
+backend's failure mapping, and the connection given back however the reader stops."""
 
 from __future__ import annotations
 
@@ -9,6 +9,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
 
 from registry.store import CHUNK_SIZE
+
+
+def check_range(start: int, length: int | None) -> None:
+    """A negative start or length is the caller's bug."""
+    if start < 0 or (length is not None and length < 0):
+        raise ValueError(f"bad range: start={start} length={length}")
+
+
+def range_header(start: int, length: int | None) -> str | None:
+    """The HTTP ``Range`` for ``length`` bytes (None: to the end) from ``start``; None for the
+    whole object. Not for a zero length: HTTP has no empty range."""
+    end = "" if length is None else str(start + length - 1)
+    return f"bytes={start}-{end}" if start or end else None
 
 
 class Body:

@@ -39,7 +39,7 @@ from gcloud.aio.auth.token import GCE_METADATA_BASE, GCE_METADATA_HEADERS
 from gcloud.aio.storage import Storage
 
 from registry.store import NotFound, PreconditionFailed, check_key
-from registry.store.body import Body, empty
+from registry.store.body import Body, check_range, empty, range_header
 from registry.store.errors import (
     StoreAccessDenied,
     StoreError,
@@ -179,16 +179,13 @@ class GCSStore:
 
     async def read(self, key: str, start: int = 0,
                    length: int | None = None) -> AsyncIterator[bytes]:
-        if start < 0 or (length is not None and length < 0):
-            raise ValueError(f"bad range: start={start} length={length}")
+        check_range(start, length)
         if length == 0:  # HTTP has no empty Range; still say NotFound for a missing key
             await self.size(key)
             return empty()
-        end = "" if length is None else str(start + length - 1)
-        byte_range = f"bytes={start}-{end}" if start or end else None
         with _failures():
             try:
-                response = await self._open_media(key, byte_range)
+                response = await self._open_media(key, range_header(start, length))
             except aiohttp.ClientResponseError as e:
                 if e.status != 416:
                     raise

@@ -43,7 +43,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from registry.store import NotFound, PreconditionFailed, check_key
-from registry.store.body import Body, empty
+from registry.store.body import Body, check_range, empty, range_header
 from registry.store.errors import (
     StoreAccessDenied,
     StoreError,
@@ -204,16 +204,13 @@ class S3Store:
 
     async def read(self, key: str, start: int = 0,
                    length: int | None = None) -> AsyncIterator[bytes]:
-        if start < 0 or (length is not None and length < 0):
-            raise ValueError(f"bad range: start={start} length={length}")
+        check_range(start, length)
         if length == 0:  # S3 has no empty Range; still say NotFound for a missing key
             await self.size(key)
             return empty()
-        end = "" if length is None else str(start + length - 1)
         with _failures():
             try:
-                body = await self._get_object(
-                    key, f"bytes={start}-{end}" if start or end else None)
+                body = await self._get_object(key, range_header(start, length))
             except ClientError as e:
                 if e.response.get("Error", {}).get("Code") != "InvalidRange":
                     raise
