@@ -65,12 +65,18 @@ from registry.store.errors import (
     StoreTimeout,
     StoreUnreachable,
 )
-from registry.store.options import AT_LEAST_ONE, HTTP_URL, SECONDS, Option, parse_store_url
+from registry.store.options import (
+    AT_LEAST_ONE,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_POOL_CONNECTIONS,
+    DEFAULT_READ_TIMEOUT,
+    HTTP_URL,
+    SECONDS,
+    Option,
+    parse_store_url,
+)
 
-DEFAULT_CONNECT_TIMEOUT = 2.0
-DEFAULT_READ_TIMEOUT = 10.0
-DEFAULT_MAX_ATTEMPTS = 3
-DEFAULT_MAX_POOL_CONNECTIONS = 64  # as for S3: a burst of cold requests must not queue
 BLOCK_SIZE = 8 * 1024 * 1024  # put_stream's blocks
 GET_SIZE = 4 * CHUNK_SIZE  # per ranged GET: the SDK's 32 MiB default would sit in memory
 MAX_PRESIGN_EXPIRY = 7 * 24 * 3600  # a user delegation key lives 7 days at most

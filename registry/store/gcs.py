@@ -58,14 +58,20 @@ from registry.store.gcs_signing import (
     signed_url,
     utc_now,
 )
-from registry.store.options import AT_LEAST_ONE, HTTP_URL, SECONDS, Option, parse_store_url
+from registry.store.options import (
+    AT_LEAST_ONE,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_POOL_CONNECTIONS,
+    DEFAULT_READ_TIMEOUT,
+    HTTP_URL,
+    SECONDS,
+    Option,
+    parse_store_url,
+)
 from registry.store.parts import parts
 
 logger = logging.getLogger("regfront.store")
 
-DEFAULT_CONNECT_TIMEOUT = 2.0
-DEFAULT_READ_TIMEOUT = 10.0
-DEFAULT_MAX_POOL_CONNECTIONS = 64  # as for S3: a burst of cold requests must not queue
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 PART_QUANTUM = 256 * 1024  # every resumable chunk but the last is a multiple of this
 LIST_PAGE_SIZE = 1000  # objects.list's maximum; tests shrink it to see pagination

@@ -32,6 +32,14 @@ SECONDS: Option = (float, lambda s: math.isfinite(s) and s > 0,
                    "must be a positive number of seconds")
 AT_LEAST_ONE: Option = (int, lambda n: n >= 1, "must be a whole number, at least 1")
 
+# How every cloud store talks to its endpoint unless its URL says otherwise.
+DEFAULT_CONNECT_TIMEOUT = 2.0
+DEFAULT_READ_TIMEOUT = 10.0
+DEFAULT_MAX_ATTEMPTS = 3
+# botocore's default is 10: a burst of cold requests (20 nodes asking for a new image's layers)
+# then queues for a connection and times out in the queue, however healthy the bucket is.
+DEFAULT_MAX_POOL_CONNECTIONS = 64
+
 
 @dataclass(frozen=True)
 class StoreURL:

@@ -54,19 +54,23 @@ from registry.store.errors import (
     StoreUnreachable,
     connection_failure,
 )
-from registry.store.options import AT_LEAST_ONE, HTTP_URL, SECONDS, Option, parse_store_url
+from registry.store.options import (
+    AT_LEAST_ONE,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_POOL_CONNECTIONS,
+    DEFAULT_READ_TIMEOUT,
+    HTTP_URL,
+    SECONDS,
+    Option,
+    parse_store_url,
+)
 from registry.store.parts import parts
 
 logger = logging.getLogger("regfront.store")
 
 Addressing = Literal["path", "virtual"]
 
-DEFAULT_CONNECT_TIMEOUT = 2.0
-DEFAULT_READ_TIMEOUT = 10.0
-DEFAULT_MAX_ATTEMPTS = 3
-# botocore's default is 10: a burst of cold requests (20 nodes asking for a new image's layers)
-# then queues for a connection and times out in the queue, however healthy the bucket is.
-DEFAULT_MAX_POOL_CONNECTIONS = 64
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's floor for every part but the last
 MAX_PRESIGN_EXPIRY = 7 * 24 * 3600  # SigV4's ceiling
