@@ -282,6 +282,18 @@ class AzureStore:
         names.discard("")  # an object named exactly ``prefix`` is not a child
         return sorted(names)
 
+    async def list_keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``: one flat listing, a page per thousand blobs."""
+        full_prefix = self._name(prefix)
+        strip = len(full_prefix) - len(prefix)  # the store's own prefix
+        found: list[str] = []
+        with _failures(), _absent_is(None):
+            container = await self._client()
+            async for item in container.list_blobs(name_starts_with=full_prefix,
+                                                   results_per_page=LIST_PAGE_SIZE):
+                found.append(item.name[strip:])
+        return sorted(found)
+
     async def delete(self, key: str) -> None:
         with _failures():
             blob = (await self._client()).get_blob_client(self._name(key))

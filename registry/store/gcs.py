@@ -311,6 +311,23 @@ class GCSStore:
         names.discard("")  # an object named exactly ``prefix`` is not a child
         return sorted(names)
 
+    async def list_keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``: one listing without a delimiter, a page per thousand."""
+        full_prefix = self._name(prefix)
+        strip = len(full_prefix) - len(prefix)  # the store's own prefix
+        found: list[str] = []
+        params = {"prefix": full_prefix, "maxResults": str(LIST_PAGE_SIZE)}
+        with _failures(), _absent_is(StoreRejected(f"no bucket {self.settings.bucket!r}")):
+            gcs = await self._client()
+            while True:
+                page = await gcs.list_objects(self.settings.bucket, params=dict(params),
+                                              timeout=self._timeout)
+                found += [o["name"][strip:] for o in page.get("items", ())]
+                if not page.get("nextPageToken"):
+                    break
+                params["pageToken"] = page["nextPageToken"]
+        return sorted(found)
+
     async def delete(self, key: str) -> None:
         with _failures():
             gcs = await self._client()
