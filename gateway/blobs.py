@@ -17,6 +17,7 @@ from gateway.resolve import Resolver
 from registry import probe
 from registry.digest import Digest
 from registry.errors import ErrorCode, RegistryError
+from registry.store import Reader
 
 _NO_BODY = (b"content-length", b"0")
 
@@ -28,8 +29,13 @@ async def get_blob(scope: Scope, send: Send, resolver: Resolver, path_name: str,
         return
     name, ns = repository(scope, path_name)
     digest = Digest.parse(reference)
+    range_header = request_header(scope, b"range")
+    opened: Reader | None = None  # a whole GET's bytes, opened with the size (cold)
     try:
-        blob = await resolver.blob(name, digest)
+        if scope["method"] == "GET" and range_header is None:
+            blob, opened = await resolver.open_blob(name, digest)
+        else:
+            blob = await resolver.blob(name, digest)
     except RegistryError as error:
         pull_through = resolver.pull_through
         if error.code is not ErrorCode.BLOB_UNKNOWN or pull_through is None or \
@@ -37,7 +43,7 @@ async def get_blob(scope: Scope, send: Send, resolver: Resolver, path_name: str,
             raise
         echoed = [(b"oci-namespace", ns.encode("latin-1"))] if ns else []
         await pull_through.serve_blob(send, scope["method"], name, digest, echoed,
-                                      request_header(scope, b"range"))
+                                      range_header)
         return
     headers = [(b"oci-namespace", ns.encode("latin-1"))] if ns else []
     if scope["method"] == "GET":
@@ -47,8 +53,9 @@ async def get_blob(scope: Scope, send: Send, resolver: Resolver, path_name: str,
                         _NO_BODY]
             await respond(send, 307, headers)
             return
-    status, start, end = bytes_answer(blob.digest_header, blob.etag, blob.size,
-                                      request_header(scope, b"range"), headers)
-    body = (await resolver.read_blob(blob, start, end - start + 1)
-            if scope["method"] == "GET" else None)
+    status, start, end = bytes_answer(blob.digest_header, blob.etag, blob.size, range_header,
+                                      headers)
+    body = opened
+    if body is None and scope["method"] == "GET":
+        body = await resolver.read_blob(blob, start, end - start + 1)
     await stream(send, status, headers, body)

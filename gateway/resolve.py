@@ -1,7 +1,9 @@
 """Reads through the caches: tag -> digest, manifests, repository links and blob sizes.
 
 The warm path makes no store call. Cold, a manifest costs at most two lookups (its link, then
-its bytes) and a blob at most three (its layer or revision link, then its size); each lookup
+its bytes) and a blob two (its layer link, then its size - or, for a GET of bytes the gateway
+sends itself, the read, which reports the size; a manifest fetched as a blob checks the
+revision link after the layer link: one more); each lookup
 goes through the ``StoreSet`` (gateway/stores.py: stores in order, retries until
 ``gateway.store_deadline``), so a replica that lags behind the primary costs a read, not a
 failed pull. Concurrent misses for one key share one lookup.
@@ -13,7 +15,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -31,7 +33,7 @@ from registry.digest import Digest
 from registry.errors import ErrorCode, RegistryError
 from registry.flight import SingleFlight
 from registry.mediatypes import INDEX_TYPES, media_type_of, parse_manifest
-from registry.store import NotFound, ObjectStore, presigner
+from registry.store import NotFound, ObjectStore, Reader, presigner
 from registry.store.errors import StoreError, StoreTimeout
 
 logger = logging.getLogger("regfront.gateway")
@@ -238,15 +240,43 @@ class Resolver:
 
     async def blob(self, name: str, digest: Digest) -> Blob:
         """A blob linked in ``name`` (as a layer or config, or a manifest of it), with its size."""
-        try:
-            await self._linked(name, "layer", digest, ErrorCode.BLOB_UNKNOWN)
-        except RegistryError:
-            await self._linked(name, "revision", digest, ErrorCode.BLOB_UNKNOWN)
+        await self._blob_linked(name, digest)
         try:
             return await self._cached("blobs", self.blobs, digest,
                                      lambda: self._load_blob(digest))
         except NotFound:
             raise RegistryError(ErrorCode.BLOB_UNKNOWN, {"digest": str(digest)}) from None
+
+    async def open_blob(self, name: str, digest: Digest) -> tuple[Blob, Reader | None]:
+        """``blob``, for a GET of the whole blob: when its size is not cached yet and its store
+        serves the bytes itself (no redirect), with the bytes opened too - the open reports the
+        size, so such a cold GET costs its link and one read, not a ``size`` and a read."""
+        await self._blob_linked(name, digest)
+        blob = self.blobs.get(digest)
+        if blob is not None:
+            self.metrics.cache[("blobs", "hit")] += 1
+            return blob, None
+        self.metrics.cache[("blobs", "miss")] += 1
+        key = layout.blob_data(digest)
+
+        async def open_or_size(store: ObjectStore) -> tuple[int, Reader | None]:
+            if id(store) in self._signers:  # redirected: the bucket sends the bytes
+                return await store.size(key), None
+            reader = await store.read(key)
+            return reader.size, reader
+
+        try:
+            store, (size, reader) = await self.stores.first(open_or_size, key)
+        except NotFound:
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, {"digest": str(digest)}) from None
+        blob = self.blobs[digest] = Blob(digest, size, store)
+        return blob, reader
+
+    async def _blob_linked(self, name: str, digest: Digest) -> None:
+        try:
+            await self._linked(name, "layer", digest, ErrorCode.BLOB_UNKNOWN)
+        except RegistryError:
+            await self._linked(name, "revision", digest, ErrorCode.BLOB_UNKNOWN)
 
     async def _load_blob(self, digest: Digest) -> Blob:
         """The first store holding the blob's data (a replica may have its link but not yet
@@ -270,7 +300,7 @@ class Resolver:
             url = self.urls[blob.digest] = signed.encode("latin-1")
         return url
 
-    async def read_blob(self, blob: Blob, start: int, length: int) -> AsyncIterator[bytes]:
+    async def read_blob(self, blob: Blob, start: int, length: int) -> Reader:
         key = layout.blob_data(blob.digest)
         try:
             return (await self.stores.first(lambda s: s.read(key, start, length), key,

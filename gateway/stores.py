@@ -27,14 +27,14 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gateway.metrics import GatewayMetrics
 from gateway.tracing import child_span
 from registry.config import GatewayConfig
-from registry.store import NotFound, ObjectStore
+from registry.store import NotFound, ObjectStore, Reader
 from registry.store.errors import StoreError, StoreTimeout, from_os_error
 from registry.urls import redact
 
@@ -276,8 +276,7 @@ class GuardedStore:
     async def size(self, key: str) -> int:
         return await self._call(lambda s: s.size(key), key, "read")
 
-    async def read(self, key: str, start: int = 0,
-                   length: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, key: str, start: int = 0, length: int | None = None) -> Reader:
         return await self._call(lambda s: s.read(key, start, length), key, "read")
 
     async def get_versioned(self, key: str) -> tuple[bytes, str]:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
-from registry.store import ObjectStore, presigner
+from registry.store import ObjectStore, Reader, presigner
 from tests.emulators import Azurite, FakeGCS, serving_azurite, serving_fake_gcs
 
 
@@ -38,8 +38,7 @@ class CountingStore:
         self.calls["size"] += 1
         return await self.inner.size(key)
 
-    async def read(self, key: str, start: int = 0,
-                   length: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, key: str, start: int = 0, length: int | None = None) -> Reader:
         self.calls["read"] += 1
         return await self.inner.read(key, start, length)
 

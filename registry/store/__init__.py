@@ -38,6 +38,24 @@ class NotFound(Exception):
         self.key = key
 
 
+class Reader:
+    """An opened object (``ObjectStore.read``): iterating yields the bytes asked for, and
+    ``size`` is the whole object's length whatever range was asked - the open learns it (a
+    file's ``fstat``, S3's ``Content-Range``), so a reader needs no separate ``size`` call."""
+
+    __slots__ = ("_chunks", "size")
+
+    def __init__(self, size: int, chunks: AsyncIterator[bytes]) -> None:
+        self.size = size
+        self._chunks = chunks
+
+    def __aiter__(self) -> Reader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await anext(self._chunks)
+
+
 class ObjectStore(Protocol):
     """Read side for the gateway, write side for import and sync."""
 
@@ -51,9 +69,9 @@ class ObjectStore(Protocol):
         """The object's length in bytes."""
         ...
 
-    async def read(self, key: str, start: int = 0,
-                   length: int | None = None) -> AsyncIterator[bytes]:
-        """Open the object (raising ``NotFound`` now) and return an iterator over its bytes."""
+    async def read(self, key: str, start: int = 0, length: int | None = None) -> Reader:
+        """Open the object (raising ``NotFound`` now): its bytes from ``start`` (``length`` of
+        them, or to the end; none past the end), and its whole size."""
         ...
 
     async def put(self, key: str, data: bytes) -> None:

@@ -54,7 +54,7 @@ from azure.storage.blob import (
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient, ExponentialRetry
 
 from registry.errors import ConfigError
-from registry.store import CHUNK_SIZE, NotFound, PreconditionFailed, check_key
+from registry.store import CHUNK_SIZE, NotFound, PreconditionFailed, Reader, check_key
 from registry.store.body import check_range, empty
 from registry.store.errors import (
     StoreAccessDenied,
@@ -214,12 +214,10 @@ class AzureStore:
             blob = (await self._client()).get_blob_client(self._name(key))
             return int((await blob.get_blob_properties()).size)
 
-    async def read(self, key: str, start: int = 0,
-                   length: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, key: str, start: int = 0, length: int | None = None) -> Reader:
         check_range(start, length)
         if length == 0:  # HTTP has no empty Range; still say NotFound for a missing key
-            await self.size(key)
-            return empty()
+            return Reader(await self.size(key), empty())
         with _failures(), _absent_is(NotFound(key)):
             blob = (await self._client()).get_blob_client(self._name(key))
             try:
@@ -230,8 +228,12 @@ class AzureStore:
             except HttpResponseError as e:
                 if e.status_code != 416:
                     raise
-                return empty()  # the object exists but ends before ``start``: no bytes
-        return _chunks(download.chunks())
+                # The object exists but ends before ``start``: no bytes.
+                return Reader(await self.size(key), empty())
+        # The SDK's content range ends in the blob's whole size (its ``size`` is the range's).
+        whole = (download.properties.content_range or "").rpartition("/")[2]
+        size = int(whole) if whole.isdigit() else await self.size(key)
+        return Reader(size, _chunks(download.chunks()))
 
     async def get_versioned(self, key: str) -> tuple[bytes, str]:
         with _failures(), _absent_is(NotFound(key)):

@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -38,7 +38,7 @@ from gcloud.aio.auth import IamClient, Token
 from gcloud.aio.auth.token import GCE_METADATA_BASE, GCE_METADATA_HEADERS
 from gcloud.aio.storage import Storage
 
-from registry.store import NotFound, PreconditionFailed, check_key
+from registry.store import NotFound, PreconditionFailed, Reader, check_key
 from registry.store.body import Body, check_range, empty, range_header
 from registry.store.errors import (
     StoreAccessDenied,
@@ -183,20 +183,21 @@ class GCSStore:
                                                timeout=self._timeout)
             return int(meta["size"])
 
-    async def read(self, key: str, start: int = 0,
-                   length: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, key: str, start: int = 0, length: int | None = None) -> Reader:
         check_range(start, length)
         if length == 0:  # HTTP has no empty Range; still say NotFound for a missing key
-            await self.size(key)
-            return empty()
+            return Reader(await self.size(key), empty())
         with _failures():
             try:
                 response = await self._open_media(key, range_header(start, length))
             except aiohttp.ClientResponseError as e:
                 if e.status != 416:
                     raise
-                return empty()  # the object exists but ends before ``start``: no bytes
-        return Body(response.content.read, response.close, _failures)
+                # The object exists but ends before ``start``: no bytes.
+                return Reader(await self.size(key), empty())
+        body = Body(response.content.read, response.close, _failures)  # gives it back
+        size = _whole_size(response.headers)
+        return Reader(await self.size(key) if size is None else size, body)
 
     async def _open_media(self, key: str, byte_range: str | None = None
                           ) -> aiohttp.ClientResponse:
@@ -422,3 +423,14 @@ def _answered(error: aiohttp.ClientResponseError) -> StoreError:
     if error.status >= 500:
         return StoreServerError(text)
     return StoreRejected(text)
+
+
+def _whole_size(headers: Mapping[str, str]) -> int | None:
+    """An object's whole size from a media download's headers: a ranged answer's
+    Content-Range ends in it; else the stored length, or the length sent."""
+    whole = headers.get("Content-Range", "").rpartition("/")[2]
+    for value in (whole, headers.get("x-goog-stored-content-length", ""),
+                  headers.get("Content-Length", "")):
+        if value.isdigit():
+            return int(value)
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterable, AsyncIterator
 
-from registry.store import CHUNK_SIZE, NotFound, PreconditionFailed, check_key
+from registry.store import CHUNK_SIZE, NotFound, PreconditionFailed, Reader, check_key
 
 
 def _version(data: bytes) -> str:
@@ -26,8 +26,7 @@ class MemoryStore:
     async def size(self, key: str) -> int:
         return len(await self.get(key))
 
-    async def read(self, key: str, start: int = 0,
-                   length: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, key: str, start: int = 0, length: int | None = None) -> Reader:
         data = await self.get(key)
         end = len(data) if length is None else min(len(data), start + length)
 
@@ -35,7 +34,7 @@ class MemoryStore:
             for offset in range(start, end, CHUNK_SIZE):
                 yield data[offset:min(end, offset + CHUNK_SIZE)]
 
-        return chunks()
+        return Reader(len(data), chunks())
 
     async def put(self, key: str, data: bytes) -> None:
         self.objects[check_key(key)] = bytes(data)

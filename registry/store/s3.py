@@ -22,7 +22,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 from urllib.parse import urlsplit
@@ -42,7 +42,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from registry.store import NotFound, PreconditionFailed, check_key
+from registry.store import NotFound, PreconditionFailed, Reader, check_key
 from registry.store.body import Body, check_range, empty, range_header
 from registry.store.errors import (
     StoreAccessDenied,
@@ -189,7 +189,7 @@ class S3Store:
 
     async def get(self, key: str) -> bytes:
         with _failures():
-            body = await self._get_object(key)
+            body = (await self._get_object(key))["Body"]
             try:
                 return cast(bytes, await body.read())
             finally:
@@ -206,20 +206,25 @@ class S3Store:
                 raise
             return int(head["ContentLength"])
 
-    async def read(self, key: str, start: int = 0,
-                   length: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, key: str, start: int = 0, length: int | None = None) -> Reader:
         check_range(start, length)
         if length == 0:  # S3 has no empty Range; still say NotFound for a missing key
-            await self.size(key)
-            return empty()
+            return Reader(await self.size(key), empty())
         with _failures():
             try:
-                body = await self._get_object(key, range_header(start, length))
+                response = await self._get_object(key, range_header(start, length))
             except ClientError as e:
-                if e.response.get("Error", {}).get("Code") != "InvalidRange":
+                error = e.response.get("Error", {})
+                if error.get("Code") != "InvalidRange":
                     raise
-                return empty()  # the object exists but ends before ``start``: no bytes
-        return Body(body.read, body.close, _failures)
+                # The object exists but ends before ``start``: no bytes. S3 names its size.
+                actual = error.get("ActualObjectSize")
+                return Reader(int(actual) if actual else await self.size(key), empty())
+        body = response["Body"]
+        # A ranged answer's Content-Range ends in the whole size; a whole one's length is it.
+        whole = response.get("ContentRange", "").rpartition("/")[2]
+        size = int(whole) if whole.isdigit() else int(response["ContentLength"])
+        return Reader(size, Body(body.read, body.close, _failures))
 
     async def _get_object(self, key: str, byte_range: str | None = None) -> Any:
         s3 = await self._s3()
@@ -231,7 +236,7 @@ class S3Store:
             if _absent(e):
                 raise NotFound(key) from None
             raise
-        return response["Body"]
+        return response
 
     async def put(self, key: str, data: bytes) -> None:
         with _failures():

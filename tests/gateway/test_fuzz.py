@@ -5,7 +5,7 @@ layout, and never make it contact a host the config does not name."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, MutableMapping
+from collections.abc import AsyncIterable, MutableMapping
 from typing import Any
 from urllib.parse import quote
 
@@ -17,7 +17,7 @@ from gateway.app import Gateway, create_app
 from registry import layout, writer
 from registry.config import parse_config
 from registry.digest import Digest
-from registry.store import ObjectStore, check_key
+from registry.store import ObjectStore, Reader, check_key
 from registry.store.memory import MemoryStore
 
 CONFIG = """
@@ -52,8 +52,7 @@ class Recording(MemoryStore):
         self._seen(key)
         return await super().size(key)
 
-    async def read(self, key: str, start: int = 0,
-                   length: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, key: str, start: int = 0, length: int | None = None) -> Reader:
         self._seen(key)
         return await super().read(key, start, length)
 

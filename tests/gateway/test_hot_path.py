@@ -46,6 +46,28 @@ async def test_blob_head_cold_then_warm(seeded: Seeded) -> None:
         assert dict(seeded.store.calls) == {"read": 1}
 
 
+async def test_blob_get_cold_is_two_store_calls(seeded: Seeded) -> None:
+    """On the embedded store the gateway sends the bytes itself: the link, then the read,
+    which reports the size (no separate ``size`` call); warm, the read alone."""
+    layer = seeded.manifest(seeded.single)["layers"][1]
+    async with make_client(seeded) as client:
+        url = f"/v2/{DEMO}/blobs/{layer['digest']}"
+        seeded.store.reset()
+        response = await client.get(url)
+        assert response.status_code == 200
+        assert response.content == seeded.blob(layer)
+        assert response.headers["content-length"] == str(layer["size"])
+        assert seeded.store.reads == 2
+        assert dict(seeded.store.calls) == {"get": 1, "read": 1}
+        seeded.store.reset()
+        assert (await client.head(url)).status_code == 200  # its size is known now
+        assert seeded.store.reads == 0
+        ranged = await client.get(url, headers={"Range": "bytes=1-2"})
+        assert ranged.status_code == 206
+        assert ranged.content == seeded.blob(layer)[1:3]
+        assert dict(seeded.store.calls) == {"read": 1}
+
+
 async def test_a_tag_is_reread_after_its_ttl(seeded: Seeded) -> None:
     async with make_client(seeded, tag_ttl=0.05) as client:
         url = f"/v2/{DEMO}/manifests/single"

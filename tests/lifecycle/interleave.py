@@ -12,7 +12,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from registry.claims import Timing
-from registry.store import ObjectStore
+from registry.store import ObjectStore, Reader
 from sync.lease import Clocks
 
 T = TypeVar("T")
@@ -150,8 +150,7 @@ class SteppedStore:
     async def size(self, key: str) -> int:
         return await self._call(lambda: self.inner.size(key))
 
-    async def read(self, key: str, start: int = 0,
-                   length: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, key: str, start: int = 0, length: int | None = None) -> Reader:
         return await self._call(lambda: self.inner.read(key, start, length))
 
     async def put(self, key: str, data: bytes) -> None:

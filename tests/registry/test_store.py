@@ -88,6 +88,23 @@ async def test_ranged_reads(store: ObjectStore) -> None:
     assert await _read_all(store, "blob", 1_048_570, 20) == data[1_048_570:1_048_590]
 
 
+async def test_a_read_reports_the_whole_size(store: ObjectStore) -> None:
+    """What lets a cold GET skip its ``size`` call: the open knows the object's whole length,
+    whatever range was asked, and even when no byte is."""
+    data = bytes(range(256)) * 10_000
+    await store.put("blob", data)
+    await store.put("empty", b"")
+    for key, start, length in [("blob", 0, None), ("blob", 10, 5), ("blob", 0, 7),
+                               ("blob", len(data) - 3, None), ("blob", 5, 0),
+                               ("blob", len(data) + 10, None), ("empty", 0, None)]:
+        reader = await store.read(key, start, length)
+        expected = len(data) if key == "blob" else 0
+        assert reader.size == expected, (key, start, length)
+        end = None if length is None else start + length
+        assert b"".join([c async for c in reader]) == (data if key == "blob" else b"")[
+            start:end]
+
+
 async def test_put_stream_commits_the_whole_object(store: ObjectStore) -> None:
     await store.put_stream("s", _chunks(b"ab", b"", b"cd"))
     assert await store.get("s") == b"abcd"
