@@ -203,43 +203,131 @@ def access_log(result: Json) -> str | None:
             "was asked for; the sampled `regfront.access` log is the one to keep.")
 
 
-def fleet_fallbacks(result: Json) -> str | None:
-    section = result.get("fleet", {}).get("regfront_s3")
-    unique = result.get("fleet", {}).get("unique_bytes")
-    if not section or not unique or section["upstream_egress"] <= 1.05 * unique:
+def _fleet_runs(result: Json) -> tuple[list[Json], list[Json]]:
+    """The fleet's recorded runs at the goal's size: the gateway's own, and references."""
+    section = result.get("fleet", {})
+    runs = [r for r in section.get("history", []) if (r["store"], r["nodes"], r["images"]) ==
+            ("s3", 20, 3)]
+    return [r for r in runs if not r.get("label")], [r for r in runs if r.get("label")]
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+
+
+def fleet_outcome(result: Json) -> str | None:
+    section = result.get("fleet", {})
+    own, _ = _fleet_runs(result)
+    if "summary" not in section or not own:
         return None
-    failures = section.get("store_failures", 0)
-    head = (f"**Fleet on S3: pulls fell back to the upstream.** Through regfront on moto the "
-            f"upstream sent {section['upstream_egress'] / unique:.1f}x the unique bytes "
-            "(sync and pulls together), so some pulls did not come through the gateway and "
-            "its bucket. ")
-    refused = section.get("store_connections_refused")
-    if not failures:
-        cause = (f" moto refused {refused} of the blob connections the 307s sent to it "
-                 "(werkzeug's accept queue is 128 connections; 60 pulls open up to three "
-                 "each), and containerd fell back to the upstream for those blobs."
-                 if refused else " The cause is in neither the gateway's log nor the relay's "
-                 "counts; containerd falls back to the next host on any error or timeout, "
-                 "including a failed fetch of the pre-signed URL.")
-        return head + ("The gateway logged no store failure during the pulls: the "
-                       "redirects worked." + cause + " A real bucket takes far more "
-                       "connections than moto on one loaded core; the file-store row is the "
-                       "gateway's own answer to the target.")
-    return head + (
-        f"The gateway answered {failures} requests with 503 for failed store calls. moto runs "
-        "on the core that also runs every containerd and ctr of the fleet, so under the pull "
-        "storm it answers the gateway's link and size reads more slowly than "
-        "`gateway.store_timeout` (2 s) allows; the gateway then fails fast as designed and "
-        "containerd falls back to the upstream. This is the 2-core stand-in's limit more than "
-        "the gateway's; what it does show is that a slow bucket turns into upstream traffic. "
-        "Proposed (gateway): count store timeouts in /metrics so an operator sees them; "
-        "consider serving a cached link or size past its TTL when the store times out "
-        "(stale-if-error, as for tags).")
+    fallen = [r for r in own if r["egress_x"] > 1.02 or r["5xx"] or r["fallbacks"]]
+    walls = ", ".join(f"{r['wall_ratio']:.2f}x" for r in own)
+    if not fallen:
+        head = (f"**Fleet on S3: no pull fell back to the upstream in {len(own)} recorded "
+                f"run(s).** The upstream's own access log shows "
+                f"{sum(r['upstream_blob_gets'] for r in own)} blob GETs during the pulls "
+                "through regfront (every round, the warm-up's included); its egress was the "
+                "sync's alone, at worst "
+                f"{max(r['egress_x'] for r in own):.4f}x the unique bytes; the gateway's "
+                "/metrics counted no 5xx and no fallback. ")
+    else:
+        this = section["regfront"]
+        blobs: dict[str, int] = {}
+        for run in section["runs"]:
+            if run["side"] == "regfront":
+                for digest, seen in run["upstream"]["blobs"].items():
+                    blobs[digest] = blobs.get(digest, 0) + seen["gets"]
+        head = (f"**Fleet on S3: pulls fell back to the upstream in {len(fallen)} of "
+                f"{len(own)} run(s).** " + "; ".join(
+                    f"{r['measured']}: {r['egress_x']:.2f}x, {r['upstream_blob_gets']} blob "
+                    f"GETs at the upstream, 5xx {_counts(r['5xx'])}, fallbacks "
+                    f"{_counts(r['fallbacks'])}" for r in fallen) +
+                ". In the last run: blobs the upstream sent "
+                + (", ".join(f"{d[:19]} x{n}" for d, n in sorted(blobs.items())) or "none")
+                + f"; store calls that failed {_counts(this.get('store_calls_failed', {}))}; "
+                f"the bucket's answers {_counts(this.get('bucket_answers', {}))}. ")
+    return head + (f"Wall time through regfront against direct pulls, run by run: {walls} "
+                   "(medians of the measured rounds of each run).")
+
+
+def fleet_stalls(result: Json) -> str | None:
+    section = result.get("fleet", {})
+    through = section.get("regfront", {})
+    blobs = through.get("answer_seconds", {}).get("blobs")
+    if not blobs or not blobs["over_1s"]:
+        return None
+    rounds = [r for r in section["runs"] if r["side"] == "regfront"]
+
+    def slow(run: Json) -> int:
+        return int(run["gateway"]["answer_seconds"].get("blobs", {}).get("over_1s", 0))
+
+    per_round = "; ".join(
+        f"{r['wall_s']:.0f} s wall, {slow(r)} blob answers over 1 s, store calls timed out "
+        f"{r['gateway']['store_calls_failed'].get('read timeout', 0)}, core 1 "
+        f"{r['cores_busy'].get('1', 0):.0%} busy, containerd {r['cpu_s']['containerd']:.0f} "
+        "CPU s" for r in rounds)
+    calls = through.get("store_call_seconds", {})
+    slow_calls = sum(h["over_1s"] for h in calls.values())
+    moto = through.get("cpu_s", {}).get("moto")
+    return (
+        f"**A cold gateway's 307s wait on a busy bucket.** Over the last run's regfront rounds "
+        f"{blobs['over_1s']} of {blobs['count']} blob answers took over 1 s "
+        f"({blobs['over_2.5s']} over 2.5 s), and {slow_calls} store calls over 1 s; every "
+        f"round is a fresh gateway, so each blob's first request reads its link and its size "
+        f"from the bucket in turn, and every node asking for that blob waits on the same "
+        f"lookup. Round by round: {per_round}. The slow answers come from moto: one Python "
+        f"process (werkzeug, a thread per connection) that is at the same time streaming "
+        f"~1.4 GB to 60 pulls, on a machine that others' work loaded too, answers a small "
+        f"read in seconds (its CPU is small - {moto or 0:.1f} s a round - the wait is its "
+        "GIL and the shared cores); the gateway retries each timed-out read within "
+        "`gateway.store_deadline`, so none became a 5xx. A real bucket answers a HEAD in "
+        "tens of milliseconds whatever else it serves. Proposed (gateway/resolve.py, "
+        "manifests.py): when a manifest is served cold, look up the links and sizes of the "
+        "blobs it names in the background, so the blob GETs that follow within milliseconds "
+        "find them warm - the lookups then run before the byte storm starts, and a new "
+        "gateway's first pulls wait two bucket round trips less per blob.")
+
+
+def fleet_correction(result: Json) -> str | None:
+    if "fleet" not in result:
+        return None
+    _, references = _fleet_runs(result)
+    text = (
+        "**Correction: an earlier version of this page concluded that the redirects worked, "
+        "from a count that could not see a failure.** Its fleet on S3 (measured 2026-11-28, "
+        "moto on the nodes' core) had the upstream send 3.86x the unique bytes - 20 layer "
+        "blobs of 10 MB came from the upstream during the pulls - and the page said \"the "
+        "gateway logged no store failure during the pulls: the redirects worked\". That count "
+        "read `regfront_fallbacks_total{reason=\"store_*\"}`, which the gateway of the day "
+        "did not have: it was zero whatever happened. The fleet section now counts every "
+        "outcome from the party that saw it (`bench/signals.py`).")
+    if not references:
+        return text
+    text += " Reference runs with these signals (one round of each side): " + "; ".join(
+        f"{r['label']}: {r['egress_x']:.2f}x the unique bytes, {r['upstream_blob_gets']} "
+        f"blob GETs at the upstream, the gateway's 5xx {_counts(r['5xx'])}, fallbacks "
+        f"{_counts(r['fallbacks'])}" for r in references) + "."
+    starved = [r for r in references if r.get("bucket_cpu") == "1"]
+    if any(r["5xx"] for r in starved):
+        text += (
+            " So the fallbacks were the gateway's own 503s, and they come from starving the "
+            "bucket: with moto on the core that runs the 20 containerd and 60 ctr (and, on "
+            "this shared machine, other work), its small reads took longer than the gateway "
+            "waits. The gateway before issue 14 marked its only store down after a few "
+            "2-second timeouts and answered 503 to everything; this gateway retries until "
+            "`gateway.store_deadline` (20 s) and still answered 503 (reason `store_timeout`) "
+            "for the blobs whose link or size lookup found no answer by then. With moto on "
+            "its own core, as registry:2 has for the direct pulls (the default here), no run "
+            "fell back. Proposed (gateway/stores.py), for buckets that slow: when no other "
+            "store can stand in, let a timed-out attempt run on while a second one is tried, "
+            "instead of cancelling it and queueing a fresh request behind the same backlog - "
+            "under an overloaded bucket each retry re-sends work it was about to finish.")
+    return text
 
 
 FINDINGS: list[Callable[[Json], str | None]] = [
-    hot_path_gap, access_log, fleet_fallbacks, file_blob_get, cold_first_request,
-    cold_store_calls, pulls, registry2_cost, machine_load,
+    hot_path_gap, access_log, fleet_outcome, fleet_stalls, fleet_correction, file_blob_get,
+    cold_first_request, cold_store_calls, pulls, registry2_cost, machine_load,
 ]
 
 

@@ -231,7 +231,8 @@ def summary(section: Json) -> Json:
     fivexx = sum(through["5xx"].values())
     egress = max(through["egress_x"])
     return {
-        "commit": _commit(), "store": section["store"], "nodes": section["nodes"],
+        "commit": _commit(), "store": section["store"], "bucket_cpu": section["bucket_cpu"],
+        "nodes": section["nodes"],
         "images": section["images"], "rounds": section["rounds"],
         "egress_x": round(egress, 4), "direct_egress_x": round(max(direct["egress_x"]), 4),
         "upstream_blob_gets": sum(through["upstream_blob_gets"]),

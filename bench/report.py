@@ -206,12 +206,14 @@ def _fleet(section: Json) -> str:
         out.append("Every recorded run of this section (`bench/results/latest.json`, "
                    "`fleet.history`; the goal: at most 1.02x, no 5xx, wall no worse than "
                    "direct):")
-        rows = [[h["measured"], h["commit"], f"{h['loadavg_1min']['before']:.1f} -> "
+        rows = [[h["measured"], h["commit"] + (f" ({h['label']})" if h.get("label") else ""),
+                 f"{h['loadavg_1min']['before']:.1f} -> "
                  f"{h['loadavg_1min']['after']:.1f}", f"{h['store']}, {h['nodes']} x "
                  f"{h['images']}, {h['rounds']} rounds", f"{h['egress_x']:.3f}x",
                  str(h["upstream_blob_gets"]), _counts(h["5xx"]), _counts(h["fallbacks"]),
                  f"{h['wall_s']:.1f} / {h['direct_wall_s']:.1f} ({h['wall_ratio']:.2f}x)",
-                 "met" if h["met"] else "**missed**"] for h in history]
+                 "reference" if h.get("label") else "met" if h["met"] else "**missed**"]
+                for h in history]
         out.append(_table(["measured", "commit", "load avg", "fleet", "egress (worst round)",
                            "upstream blob GETs", "mirror 5xx", "fallbacks",
                            "wall s regfront / direct", "goal"], rows))

@@ -85,13 +85,15 @@ def _loadavg() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
-def _keep_history(section: Json, previous: Json) -> None:
+def _keep_history(section: Json, previous: Json, label: str | None = None) -> None:
     """A section with a ``summary`` (the fleet's verdict on its goal) keeps the summaries of
     the runs before it: each with when, on which commit and how busy the machine was."""
     if "summary" not in section:
         return
     entry = {**section["summary"], "measured": section["measured"],
              "loadavg_1min": section["loadavg_1min"]}
+    if label:
+        entry["label"] = label
     section["history"] = [*previous.get("history", []), entry][-HISTORY:]
 
 
@@ -129,6 +131,9 @@ def main() -> None:
     parser.add_argument("--fleet-bucket-cpu", default="0",
                         help="fleet: the core moto and the relay run on (0: the server core, "
                              "as registry:2 for direct pulls; 1: with the nodes)")
+    parser.add_argument("--fleet-label",
+                        help="fleet: a reference run (e.g. another gateway's): kept in the "
+                             "history under this label, never counted towards the goal")
     parser.add_argument("--fleet-keep-logs", type=Path,
                         help="fleet: copy every server's and node's log here at the end")
     parser.add_argument("--memory-manifests", type=int, default=20_000,
@@ -166,7 +171,7 @@ def main() -> None:
         # Other work on the machine skews every number: say how busy it was.
         section["loadavg_1min"] = {"before": load_before, "after": _loadavg()}
         section["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        _keep_history(section, result.get(name, {}))
+        _keep_history(section, result.get(name, {}), args.fleet_label)
         result[name] = section
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")

@@ -95,8 +95,8 @@ def _fleet(result: Json) -> Verdict:
     if "summary" not in section:
         return Verdict(target, _why(result, "fleet"), None)
     this = section["summary"]
-    runs = [r for r in section.get("history", [this])
-            if (r["store"], r["nodes"], r["images"]) == ("s3", 20, 3)][-FLEET_RUNS:]
+    runs = [r for r in section.get("history", [this]) if not r.get("label")
+            and (r["store"], r["nodes"], r["images"]) == ("s3", 20, 3)][-FLEET_RUNS:]
     if not runs:
         return Verdict(target, f"not measured at that size (last run: {this['store']}, "
                                f"{this['nodes']} nodes x {this['images']} images)", None)
