@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+# The tests use grpc (the CRI client) in the same process that forks servers with a preexec_fn
+# (tests/e2e/harness.py): grpc's fork handlers then break the child's event engine and abort it
+# before exec ("epoll_wait error: Bad file descriptor", SIGABRT). No test forks to run grpc in
+# the child, so they are off; this must precede the first ``import grpc``.
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterable, Iterator
