@@ -61,7 +61,10 @@ def parse_hey(out: str, status: int = 200) -> Sample:
     """requests/s, p50 and p99 from hey's summary; every answer must be ``status``."""
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p50 = re.search(r"50%+ in ([\d.]+) secs", out)
-    p99 = re.search(r"99%+ in ([\d.]+) secs", out)
+    # Under 100 answers hey prints no 99% line ("0% in 0.0000 secs"): the slowest is then
+    # the 99th percentile by nearest rank.
+    p99 = re.search(r"99%+ in ([\d.]+) secs", out) or re.search(r"Slowest:\s+([\d.]+) secs",
+                                                                  out)
     codes = dict(re.findall(r"^\s+\[(\d{3})\]\s+(\d+) responses", out, re.MULTILINE))
     if rate is None or p50 is None or p99 is None or set(codes) != {str(status)}:
         raise LoadError(f"hey: unexpected answers (want only {status}):\n{out}")
