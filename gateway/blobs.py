@@ -13,7 +13,7 @@ from starlette.types import Scope, Send
 
 from gateway.http import bytes_answer, repository, request_header, respond, stream
 from gateway.probe import get_probe_blob
-from gateway.resolve import Resolver
+from gateway.resolve import Blob, Resolver
 from registry import probe
 from registry.digest import Digest
 from registry.errors import ErrorCode, RegistryError
@@ -30,23 +30,21 @@ async def get_blob(scope: Scope, send: Send, resolver: Resolver, path_name: str,
     name, ns = repository(scope, path_name)
     digest = Digest.parse(reference)
     range_header = request_header(scope, b"range")
-    opened: Reader | None = None  # a whole GET's bytes, opened with the size (cold)
+    method = scope["method"]
     try:
-        if scope["method"] == "GET" and range_header is None:
-            blob, opened = await resolver.open_blob(name, digest)
-        else:
-            blob = await resolver.blob(name, digest)
+        blob, opened = await _stored(resolver, method, name, digest, range_header)
     except RegistryError as error:
         pull_through = resolver.pull_through
         if error.code is not ErrorCode.BLOB_UNKNOWN or pull_through is None or \
                 not pull_through.covers(name):
             raise
-        echoed = [(b"oci-namespace", ns.encode("latin-1"))] if ns else []
-        await pull_through.serve_blob(send, scope["method"], name, digest, echoed,
-                                      range_header)
-        return
+        if not await pull_through.adopt(name, digest):
+            echoed = [(b"oci-namespace", ns.encode("latin-1"))] if ns else []
+            await pull_through.serve_blob(send, method, name, digest, echoed, range_header)
+            return
+        blob, opened = await _stored(resolver, method, name, digest, range_header)
     headers = [(b"oci-namespace", ns.encode("latin-1"))] if ns else []
-    if scope["method"] == "GET":
+    if method == "GET":
         url = await resolver.blob_url(blob)
         if url is not None:
             headers += [(b"docker-content-digest", blob.digest_header), (b"location", url),
@@ -56,6 +54,14 @@ async def get_blob(scope: Scope, send: Send, resolver: Resolver, path_name: str,
     status, start, end = bytes_answer(blob.digest_header, blob.etag, blob.size, range_header,
                                       headers)
     body = opened
-    if body is None and scope["method"] == "GET":
+    if body is None and method == "GET":
         body = await resolver.read_blob(blob, start, end - start + 1)
     await stream(send, status, headers, body)
+
+
+async def _stored(resolver: Resolver, method: str, name: str, digest: Digest,
+                  range_header: str | None) -> tuple[Blob, Reader | None]:
+    """The stored blob; a whole GET's bytes opened with its size when that saves a call."""
+    if method == "GET" and range_header is None:
+        return await resolver.open_blob(name, digest)
+    return await resolver.blob(name, digest), None

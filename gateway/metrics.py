@@ -36,7 +36,8 @@ class GatewayMetrics:
             "store_call_duration_seconds", "Store call latency by store", ("store",))
         self.upstream = m.counter(
             "upstream_events", "Upstream calls by registry and event (tag_check, tag_moved, "
-            "check_failed, manifest_pulled, blob_pulled, pull_failed)", ("registry", "event"))
+            "check_failed, manifest_pulled, blob_pulled, tag_committed, pull_failed)",
+            ("registry", "event"))
         self.misses = m.counter(
             "misses_queued", "Misses queued for the sync worker, by registry", ("registry",))
         self.fallbacks = m.counter(

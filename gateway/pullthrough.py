@@ -1,14 +1,17 @@
 """``on_miss: pull-through``: content the stores lack is fetched from the upstream, served, and
 committed to the primary store, so the next request (from any node) is a hit.
 
-Manifests are fetched whole, checked against their digest, committed (bytes, revision link,
-then the tag), and served. A blob is downloaded once per process by a *fill*: a background task
-that spools the upstream's bytes to a local file while hashing them, then commits the blob to
-the primary store only if they match its digest. Every request for that blob - concurrent ones
-included, Range requests too - is served from the spool as it grows, so one upstream fetch
-feeds them all and the gateway's memory stays flat. A client that disconnects does not stop
-the fill; a fill whose bytes do not match is never committed, and the clients reading it are cut
-off (closing the connection is the only way to tell them mid-body). An upstream 429 or 408 is
+Manifests are fetched whole, checked against their digest, committed (bytes and revision
+link) and served; a tag is committed only once its image is complete in the primary store
+(``gateway/pending.py``), as sync commits one. A blob is downloaded once per process by a
+*fill*: a background task that spools the upstream's bytes to a local file while hashing them,
+then commits the blob to the primary store only if they match its digest, linked into every
+repository a request for it named. Every request for that blob - concurrent ones included,
+Range requests too - is served from the spool as it grows, so one upstream fetch feeds them all
+and the gateway's memory stays flat; a blob the primary store already holds for another
+repository is linked, not fetched again. A client that disconnects does not stop the fill; a
+fill whose bytes do not match is never committed, and the clients reading it are cut off
+(closing the connection is the only way to tell them mid-body). An upstream 429 or 408 is
 never passed on (containerd would retry the same host): it becomes a 503, a missing image a 404.
 
 The upstream is waited for at most its ``timeout`` (upstreams.<r>.timeout) for a manifest, and
@@ -32,6 +35,7 @@ from starlette.types import Send
 
 from gateway.http import bytes_answer, stream
 from gateway.metrics import GatewayMetrics
+from gateway.pending import PendingTags
 from gateway.tracing import child_span
 from registry import layout, writer
 from registry.digest import Digest
@@ -52,6 +56,7 @@ class Fill:
     def __init__(self, digest: Digest, spool: Path) -> None:
         self.digest = digest
         self.spool = spool
+        self.names: set[str] = set()  # the repositories requests for it named
         self.size: int | None = None
         self.written = 0
         self.error: BaseException | None = None
@@ -110,6 +115,7 @@ class PullThrough:
         self.transport = transport  # tests: a corrupting upstream
         self._clients: dict[str, Upstream] = {}
         self._manifests = SingleFlight()
+        self.pending = PendingTags(primary, metrics)
         self.fills: dict[Digest, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -126,7 +132,12 @@ class PullThrough:
     # -- manifests -------------------------------------------------------------------------
 
     async def manifest(self, name: str, reference: str | Digest) -> tuple[Digest, str, bytes]:
-        """Fetch, commit and return a manifest (one upstream fetch per name and reference)."""
+        """Fetch, commit and return a manifest (one upstream fetch per name and reference; a
+        tag not yet committed is answered as fetched while the mirror's tag TTL allows)."""
+        if isinstance(reference, str):
+            tag = self.pending.answer(name, reference, self.mirrors.tag_ttl(name))
+            if tag is not None:
+                return tag.digest, tag.media_type, tag.data
         digest, data = await self._manifests.do(
             (name, str(reference)), lambda: self._fetch_manifest(name, reference))
         return digest, media_type_of(parse_manifest(data)), data
@@ -148,10 +159,21 @@ class PullThrough:
         self.metrics.upstream[(registry, "manifest_pulled")] += 1
         await writer.put_manifest(self.primary, name, data)
         if isinstance(reference, str):
-            await writer.put_tag(self.primary, name, reference, ref.digest)
+            self.pending.tagged(name, reference, ref.digest, data)
+        else:
+            self.pending.manifest_stored(name, ref.digest, data)
         return ref.digest, data
 
     # -- blobs -----------------------------------------------------------------------------
+
+    async def adopt(self, name: str, digest: Digest) -> bool:
+        """Link a blob the primary store holds (for another repository) into ``name``, where
+        it was asked for; False when it must be filled."""
+        if digest in self.fills or not await writer.has_blob(self.primary, digest):
+            return False
+        await writer.link_blob(self.primary, name, digest)
+        await self.pending.blob_stored(digest, [name])
+        return True
 
     async def fill(self, name: str, digest: Digest) -> Fill:
         """The running (or a new) fill of ``digest``, once the upstream has answered."""
@@ -163,6 +185,7 @@ class PullThrough:
             task = asyncio.get_running_loop().create_task(self._run(fill, name))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        fill.names.add(name)
         await fill.started.wait()
         if fill.error is not None and fill.size is None:
             error = fill.error
@@ -175,6 +198,7 @@ class PullThrough:
 
     async def _run(self, fill: Fill, name: str) -> None:
         registry, _, repository = name.partition("/")
+        linked: set[str] = set()
         verifier = fill.digest.verifier()
         try:
             async with asyncio.timeout(self._timeout(registry)) as first_answer, \
@@ -198,8 +222,13 @@ class PullThrough:
             fill.verified = True
             await fill.advanced()
             await writer.put_blob(self.primary, fill.digest, file_chunks(fill.spool))
-            await writer.link_blob(self.primary, name, fill.digest)
+            while unlinked := fill.names - linked:  # requests may join until the fill is gone
+                for other in unlinked:
+                    await writer.link_blob(self.primary, other, fill.digest)
+                    linked.add(other)
+            self._forget(fill)
             self.metrics.upstream[(registry, "blob_pulled")] += 1
+            await self.pending.blob_stored(fill.digest, linked)
         except BaseException as exc:
             fill.error = exc
             self.metrics.upstream[(registry, "pull_failed")] += 1
@@ -209,9 +238,13 @@ class PullThrough:
         finally:
             fill.started.set()
             await fill.advanced()
-            self.fills.pop(fill.digest, None)
+            self._forget(fill)
             # Readers hold their own handle: unlinking now frees the disk when they finish.
             fill.spool.unlink(missing_ok=True)
+
+    def _forget(self, fill: Fill) -> None:
+        if self.fills.get(fill.digest) is fill:
+            del self.fills[fill.digest]
 
     async def serve_blob(self, send: Send, method: str, name: str, digest: Digest,
                          headers: list[tuple[bytes, bytes]], range_header: str | None) -> None:
@@ -234,6 +267,7 @@ class PullThrough:
     async def aclose(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        await self.pending.aclose()
         for client in self._clients.values():
             await client.aclose()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from registry.digest import Digest
 from registry.errors import ErrorCode, RegistryError
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -49,3 +50,13 @@ def media_type_of(doc: dict[str, Any]) -> str:
     if "manifests" in doc:
         return OCI_INDEX
     return OCI_MANIFEST
+
+
+def needs(doc: dict[str, Any]) -> tuple[list[Digest], list[Digest]]:
+    """What a manifest needs to be pulled, by digest: an index's child manifests, and an image
+    manifest's config and layers (a schema 1 manifest: none that regfront follows)."""
+    def digests(items: object) -> list[Digest]:
+        return [Digest.parse(item["digest"]) for item in items if isinstance(item, dict)
+                and isinstance(item.get("digest"), str)] if isinstance(items, list) else []
+
+    return digests(doc.get("manifests")), digests([doc.get("config"), *(doc.get("layers") or [])])

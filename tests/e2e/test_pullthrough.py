@@ -55,6 +55,9 @@ mirror:
             containerd.ctr("images", "pull", "--hosts-dir", str(hosts), "--platform",
                            "linux/amd64", f"{APP}:1.0.0")
             assert containerd.images()[f"{APP}:1.0.0"] == layout_digest(fleet.root, "1.0.0")
+            # The tag is committed once the image is whole in the bucket: the fills commit
+            # each blob just after its last bytes reached containerd.
+            _wait_for(store / layout.tag_current_link(APP, "1.0.0"))
 
             # A client that hangs up after the first bytes of a layer of 2.0.0.
             manifest = json.loads(layout_blob(fleet.root, layout_digest(fleet.root, "2.0.0")))
@@ -64,9 +67,7 @@ mirror:
                 assert response.status_code == 200
                 next(response.iter_raw(64 * 1024))
             blob = store / layout.blob_data(Digest.parse(layer["digest"]))
-            deadline = time.monotonic() + 15
-            while not blob.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            _wait_for(blob)
             # The fill went on without its client, and committed only verified bytes.
             assert Digest.from_bytes(blob.read_bytes()) == Digest.parse(layer["digest"])
 
@@ -80,3 +81,9 @@ mirror:
         containerd.ctr("images", "pull", "--hosts-dir", str(hosts), "--platform",
                        "linux/amd64", f"{APP}:1.0.0")
     assert containerd.images()[f"{APP}:1.0.0"] == layout_digest(fleet.root, "1.0.0")
+
+
+def _wait_for(path: Path) -> None:
+    deadline = time.monotonic() + 15
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -1,6 +1,7 @@
 """``on_miss: pull-through`` against a fake upstream: one fetch feeds concurrent clients and
 Range requests, bytes that do not match their digest are never committed, an upstream 429
-never reaches the client, and a manifest is committed with its tag."""
+never reaches the client, a tag is committed only once its image is stored, and a blob is
+fetched once for every repository that has it."""
 
 from __future__ import annotations
 
@@ -16,42 +17,63 @@ from gateway.resolve import Resolver
 from registry import layout
 from registry.config import parse_config
 from registry.digest import Digest
-from registry.mediatypes import OCI_MANIFEST
+from registry.mediatypes import OCI_INDEX, OCI_MANIFEST
 from registry.store.memory import MemoryStore
 
 CONFIG = """
 upstreams:
   docker.io: {urls: ["https://upstream.test"], on_miss: pull-through, retries: 0}
 mirror:
-  - {name: hub, registry: docker.io, repositories: [library/app]}
+  - {name: hub, registry: docker.io, repositories: [library/app, library/tools]}
 """
 BLOB = random.Random(3).randbytes(3 * 1024 * 1024 + 17)
 DIGEST = Digest.from_bytes(BLOB)
-MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                  "digest": str(DIGEST), "size": len(BLOB)},
-                       "layers": []}).encode()
+CONFIG_BLOB = b'{"architecture": "amd64", "os": "linux"}'
+
+
+def _image(*blobs: bytes) -> bytes:
+    config, *layers = [{"mediaType": "application/octet-stream", "digest": str(
+        Digest.from_bytes(blob)), "size": len(blob)} for blob in blobs]
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config,
+                       "layers": layers}).encode()
+
+
+MANIFEST = _image(BLOB)
+CHILD = _image(CONFIG_BLOB, BLOB)  # the linux/amd64 image of INDEX
+OTHER_CHILD = _image(b"{}", b"arm64 layer")  # never pulled
+INDEX = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+    {"mediaType": OCI_MANIFEST, "digest": str(Digest.from_bytes(child)), "size": len(child),
+     "platform": {"os": "linux", "architecture": arch}}
+    for child, arch in ((CHILD, "amd64"), (OTHER_CHILD, "arm64"))]}).encode()
+NAME = "docker.io/library/app"
 
 
 class FakeUpstream:
     def __init__(self) -> None:
         self.blob_gets = 0
+        self.manifest_gets = 0
         self.corrupt = False
         self.status: int | None = None
+        self.manifests = {"1.0": MANIFEST, "multi": INDEX}
+        self.manifests |= {str(Digest.from_bytes(m)): m for m in (MANIFEST, CHILD, INDEX)}
+        self.blobs = {str(Digest.from_bytes(b)): b for b in (BLOB, CONFIG_BLOB)}
 
     async def handler(self, request: httpx.Request) -> httpx.Response:
         if self.status is not None:
             return httpx.Response(self.status, headers={"Retry-After": "1"})
-        path = request.url.path
-        if path.endswith(f"/blobs/{DIGEST}"):
+        kind, reference = request.url.path.split("/")[-2:]
+        if kind == "blobs" and reference in self.blobs:
             self.blob_gets += 1
             await asyncio.sleep(0.05)  # long enough for concurrent requests to pile up
-            body = bytearray(BLOB)
+            body = bytearray(self.blobs[reference])
             if self.corrupt:
                 body[-1] ^= 1
             return httpx.Response(200, content=bytes(body))
-        if path.endswith("/manifests/1.0"):
-            return httpx.Response(200, content=MANIFEST, headers={"Content-Type": OCI_MANIFEST})
+        if kind == "manifests" and reference in self.manifests:
+            self.manifest_gets += 1
+            data = self.manifests[reference]
+            return httpx.Response(200, content=data,
+                                  headers={"Content-Type": json.loads(data)["mediaType"]})
         return httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]})
 
 
@@ -64,9 +86,11 @@ def _gateway(store: MemoryStore, fake: FakeUpstream) -> tuple[httpx.AsyncClient,
 
 
 async def _settled(resolver: Resolver) -> None:
-    assert resolver.pull_through is not None
-    while resolver.pull_through._tasks:
-        await asyncio.gather(*resolver.pull_through._tasks, return_exceptions=True)
+    """Every fill and every check of a pending tag has finished."""
+    pull_through = resolver.pull_through
+    assert pull_through is not None
+    while tasks := pull_through._tasks | pull_through.pending._tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_one_upstream_fetch_feeds_every_concurrent_client() -> None:
@@ -118,19 +142,80 @@ async def test_upstream_throttling_never_reaches_containerd(status: int) -> None
     assert blob.json()["errors"][0]["code"] == "UNAVAILABLE"
 
 
-async def test_a_manifest_is_fetched_committed_and_tagged() -> None:
+async def test_a_tag_is_committed_once_its_image_is_stored() -> None:
     store, fake = MemoryStore(), FakeUpstream()
-    client, _ = _gateway(store, fake)
+    client, resolver = _gateway(store, fake)
+    digest = Digest.from_bytes(MANIFEST)
     async with client:
         first = await client.get("/v2/library/app/manifests/1.0?ns=docker.io")
         missing = await client.get("/v2/library/app/manifests/nope?ns=docker.io")
         outside = await client.get("/v2/library/other/manifests/1.0?ns=docker.io")
+        await _settled(resolver)
+        # The manifest is committed (pulls ask for it by digest next); the tag is not: the
+        # bucket cannot serve the image yet. This gateway answers it as fetched meanwhile.
+        assert await store.get(layout.revision_link(NAME, digest))
+        assert layout.tag_current_link(NAME, "1.0") not in store.objects
+        again = await client.get("/v2/library/app/manifests/1.0?ns=docker.io")
+        assert (again.status_code, again.content) == (200, MANIFEST)
+        assert fake.manifest_gets == 1
+        assert (await client.get(f"/v2/library/app/blobs/{DIGEST}?ns=docker.io")).status_code \
+            == 200
+        await _settled(resolver)
     assert first.status_code == 200
     assert first.content == MANIFEST
-    digest = Digest.from_bytes(MANIFEST)
     assert first.headers["docker-content-digest"] == str(digest)
-    name = "docker.io/library/app"
-    assert await store.get(layout.tag_current_link(name, "1.0")) == str(digest).encode()
-    assert await store.get(layout.revision_link(name, digest))
+    assert await store.get(layout.tag_current_link(NAME, "1.0")) == str(digest).encode()
     assert missing.status_code == 404
     assert outside.status_code == 404  # no rule covers library/other: never pulled through
+
+
+async def test_an_index_tag_is_committed_once_the_platform_pulled_is_stored() -> None:
+    store, fake = MemoryStore(), FakeUpstream()
+    client, resolver = _gateway(store, fake)
+    child = Digest.from_bytes(CHILD)
+    async with client:
+        for path in ("manifests/multi", f"manifests/{child}", f"blobs/{DIGEST}"):
+            assert (await client.get(f"/v2/library/app/{path}?ns=docker.io")).status_code == 200
+            await _settled(resolver)
+        # The config is still missing: the child is not complete, so neither is the index.
+        assert layout.tag_current_link(NAME, "multi") not in store.objects
+        config = Digest.from_bytes(CONFIG_BLOB)
+        assert (await client.get(f"/v2/library/app/blobs/{config}?ns=docker.io")).status_code \
+            == 200
+        await _settled(resolver)
+    # One platform complete is enough (no node pulls them all); the arm64 child never came.
+    assert await store.get(layout.tag_current_link(NAME, "multi")) == \
+        str(Digest.from_bytes(INDEX)).encode()
+
+
+async def test_blobs_stored_for_another_repository_are_linked_not_fetched() -> None:
+    store, fake = MemoryStore(), FakeUpstream()
+    client, resolver = _gateway(store, fake)
+    async with client:
+        url = f"/v2/library/app/blobs/{DIGEST}?ns=docker.io"
+        assert (await client.get(url)).status_code == 200
+        await _settled(resolver)
+        # The same layer in another repository, and then a tag whose image it completes.
+        shared = await client.get(url.replace("library/app", "library/tools"))
+        assert (shared.status_code, shared.content) == (200, BLOB)
+        fake.manifests["2.0"] = MANIFEST
+        await client.get("/v2/library/tools/manifests/2.0?ns=docker.io")
+        await _settled(resolver)
+    assert fake.blob_gets == 1
+    tools = "docker.io/library/tools"
+    assert await store.get(layout.layer_link(tools, DIGEST))
+    assert await store.get(layout.tag_current_link(tools, "2.0")) == \
+        str(Digest.from_bytes(MANIFEST)).encode()
+
+
+async def test_one_fill_links_every_repository_that_asked() -> None:
+    store, fake = MemoryStore(), FakeUpstream()
+    client, resolver = _gateway(store, fake)
+    async with client:
+        answers = await asyncio.gather(*(client.get(
+            f"/v2/library/{repo}/blobs/{DIGEST}?ns=docker.io") for repo in ("app", "tools")))
+        await _settled(resolver)
+    assert [a.status_code for a in answers] == [200, 200]
+    assert fake.blob_gets == 1
+    for repo in ("app", "tools"):
+        assert await store.get(layout.layer_link(f"docker.io/library/{repo}", DIGEST))

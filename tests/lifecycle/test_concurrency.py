@@ -123,11 +123,12 @@ async def one_run(inner: ObjectStore, seed: int, *, claims: bool = True) -> Outc
             running.discard("sync")
 
     async def fill() -> None:
-        """Pull-through-like: old2's image, pulled again under tag pt, committed blob by blob
-        through the writer, then its manifest and the tag."""
+        """Pull-through's order (gateway/pullthrough.py, pending.py): old2's image, pulled
+        again under tag pt - its manifest committed first, then blob by blob, the tag last."""
         try:
             await scheduler.until_step(fill_at)
             image = w.images["old2"]
+            await writer.put_manifest(store, NAME, image.manifest)
             for digest in image.blobs:
                 data = w.fake.blobs[digest]
 
@@ -136,7 +137,6 @@ async def one_run(inner: ObjectStore, seed: int, *, claims: bool = True) -> Outc
 
                 await writer.put_blob(store, digest, chunks())
                 await writer.link_blob(store, NAME, digest)
-            await writer.put_manifest(store, NAME, image.manifest)
             await writer.put_tag(store, NAME, "pt", image.digest)
             committed["pt"] = image.digest
         finally:
