@@ -9,10 +9,12 @@ outage, and no node pulls every platform). Until then this gateway answers the t
 so a rollout asks the upstream once, not once per node.
 
 What is missing is learnt from the store when the tag is fetched (blobs shared with other images
-are usually there already, and are linked into the repository then), and updated as the
-gateway's fills commit blobs. Everything is bounded: a tag whose image no node completes within
-``PENDING_TTL`` is forgotten (``regfront status`` lists such an image as exposed), which keeps
-the manifest's claim in force when the tag commits (``CLAIM_WINDOW``).
+are usually there already, and are linked into the repository then), updated as this gateway's
+fills commit blobs, and looked up again now and then (``RECHECK``): behind a load balancer, the
+fill of a blob a node asked another replica for is not seen here. Everything is bounded: a tag
+whose image no node completes within ``PENDING_TTL`` is forgotten (``regfront status`` lists
+such an image as exposed), which keeps the manifest's claim in force when the tag commits
+(``CLAIM_WINDOW``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ logger = logging.getLogger("regfront.gateway")
 
 PENDING_TTL = 3600.0
 assert PENDING_TTL < CLAIM_WINDOW  # the manifest committed with the fetch is still claimed
+RECHECK = (2.0, 120.0)  # first look again after 2 s, then twice as long each time, up to 2 min
 _MAX_TAGS = 1024
 _MAX_MANIFESTS = 8192
 
@@ -70,10 +73,12 @@ class PendingTags:
         self.primary = primary
         self.metrics = metrics
         self.clock = clock
+        self.recheck = RECHECK
         self.tags: TTLCache[TagKey, Tag] = TTLCache(_MAX_TAGS, PENDING_TTL, timer=clock)
         self._manifests: TTLCache[Key, _Manifest] = TTLCache(_MAX_MANIFESTS, PENDING_TTL,
                                                              timer=clock)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # reading what is stored
+        self._watchers: set[asyncio.Task[None]] = set()  # looking again later (_watch)
 
     def answer(self, name: str, tag: str, max_age: float | None) -> Tag | None:
         """The pending tag's manifest while it is younger than ``max_age`` (None: any age)."""
@@ -113,7 +118,7 @@ class PendingTags:
                 logger.warning("pull-through of %s@%s: tag not committed: %r", *key, exc)
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
+        for task in self._tasks | self._watchers:
             task.cancel()
 
     # -- learning what a manifest lacks ----------------------------------------------------
@@ -124,10 +129,12 @@ class PendingTags:
             needed = self._manifests[(name, digest)] = _Manifest()
         return needed
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None],
+               tasks: set[asyncio.Task[None]] | None = None) -> None:
+        tasks = self._tasks if tasks is None else tasks
         task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def _read(self, name: str, digest: Digest, doc: dict[str, Any]) -> None:
         needed = self._manifests.get((name, digest))
@@ -140,12 +147,41 @@ class PendingTags:
         try:
             for child in children:
                 self._need(name, child).indexes.add((name, digest))
-            await asyncio.gather(*(self._read_stored(name, child) for child in children),
-                                 *(self._adopt(name, blob) for blob in blobs))
-            await self._check((name, digest))
-        except Exception as exc:  # forgotten: the next fetch of the tag starts over
+            await self._look((name, digest), needed)
+        except Exception as exc:  # looked at again by _watch
             logger.warning("pull-through of %s@%s: cannot tell what is stored: %r",
                            name, digest, exc)
+        if needed.missing:
+            self._spawn(self._watch((name, digest)), self._watchers)
+
+    async def _look(self, key: Key, needed: _Manifest) -> None:
+        """Ask the store for what ``key`` still lacks: an image's blobs, an index's children
+        not read yet (those read look for themselves)."""
+        name = key[0]
+        missing = list(needed.missing or ())
+        if needed.index:
+            await asyncio.gather(*(self._read_stored(name, child) for child in missing
+                                   if self._unread(name, child)))
+        else:
+            await asyncio.gather(*(self._adopt(name, blob) for blob in missing))
+        await self._check(key)
+
+    def _unread(self, name: str, digest: Digest) -> bool:
+        child = self._manifests.get((name, digest))
+        return child is not None and child.missing is None
+
+    async def _watch(self, key: Key) -> None:
+        delay = self.recheck[0]
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, self.recheck[1])
+            needed = self._manifests.get(key)
+            if needed is None or not needed.missing:
+                return  # complete, or forgotten
+            try:
+                await self._look(key, needed)
+            except Exception as exc:  # (a store hiccup): the next look may do
+                logger.debug("pull-through of %s@%s: looking again failed: %r", *key, exc)
 
     async def _read_stored(self, name: str, digest: Digest) -> None:
         """A child already committed is read from the store; one that is not is read when

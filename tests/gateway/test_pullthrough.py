@@ -188,6 +188,27 @@ async def test_an_index_tag_is_committed_once_the_platform_pulled_is_stored() ->
         str(Digest.from_bytes(INDEX)).encode()
 
 
+async def test_a_tag_is_committed_when_another_replica_stores_its_blobs() -> None:
+    """Behind a load balancer the tag's fetch and the blob's fill land on different gateways;
+    the one holding the tag looks at the store again and commits it."""
+    store, fake = MemoryStore(), FakeUpstream()
+    first, holder = _gateway(store, fake)
+    second, filler = _gateway(store, fake)
+    assert holder.pull_through is not None
+    holder.pull_through.pending.recheck = (0.01, 0.05)
+    async with first, second:
+        assert (await first.get("/v2/library/app/manifests/1.0?ns=docker.io")).status_code \
+            == 200
+        await _settled(holder)
+        assert (await second.get(f"/v2/library/app/blobs/{DIGEST}?ns=docker.io")).status_code \
+            == 200
+        await _settled(filler)
+        async with asyncio.timeout(10):
+            while layout.tag_current_link(NAME, "1.0") not in store.objects:
+                await asyncio.sleep(0.01)
+    assert fake.blob_gets == 1
+
+
 async def test_blobs_stored_for_another_repository_are_linked_not_fetched() -> None:
     store, fake = MemoryStore(), FakeUpstream()
     client, resolver = _gateway(store, fake)
