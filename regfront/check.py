@@ -1,7 +1,7 @@
 """``regfront check``: is this config right, and does everything it names answer as needed?
 
 One verdict per line: the config (every mistake at once, each with its file and line), then
-each store (list, read; on the primary when something writes there, also write, read back and
+each store (list, read; on each primary when something writes there, also write, read back and
 delete a probe object under ``layout.check_probe``; and a pre-signed URL fetched back when the
 store signs them), then each upstream (reachable, authenticated, its rate-limit headers).
 Stores and upstreams are probed at once, each within ``budget`` seconds.
@@ -73,11 +73,11 @@ async def run_checks(config: Config, *, budget: float = DEFAULT_BUDGET,
     """Every store and upstream of ``config``, probed at once; verdicts in config order.
     ``transport`` carries the upstreams' requests (tests put a fake upstream there)."""
     write = writes_primary(config)
-    last = len(config.storage) - 1
+    primaries = {id(s) for s in config.primaries}  # sync writes to each
     async with httpx.AsyncClient(timeout=10.0) as http:  # signed URLs: as a node fetches them
-        probes = [probe_store(s.url, role="primary" if i == last else "replica",
-                              write=write and i == last, budget=budget, http=http)
-                  for i, s in enumerate(config.storage)]
+        probes = [probe_store(s.url, role="primary" if id(s) in primaries else "replica",
+                              write=write and id(s) in primaries, budget=budget, http=http)
+                  for s in config.storage]
         probes += [probe_upstream(registry, upstream, config, budget=budget,
                                   transport=transport)
                    for registry, upstream in config.upstreams.items()]

@@ -137,6 +137,23 @@ async def test_s3_stores_write_read_back_sign_and_delete_on_the_primary_only(
         assert "Contents" not in moto_s3.admin.list_objects_v2(Bucket=bucket)
 
 
+async def test_every_primary_is_written(moto_s3: MotoS3,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sync writes each store marked primary (one per cloud): each gets the write probe."""
+    first, replica, second = (moto_s3.new_bucket() for _ in range(3))
+    opened = _counting(monkeypatch)
+    source = _config(moto_s3.url(first, "m"), moto_s3.url(replica, "m"),
+                     moto_s3.url(second, "m"))
+    for bucket in (first, second):
+        url = f"url: '{moto_s3.url(bucket, 'm')}'"
+        source = source.replace(url, f"{{{url}, primary: true}}")
+    verdicts = await run_checks(parse_config(source), transport=_hub())
+    stores = [v for v in verdicts if v.check == "store"]
+    assert [v.outcome for v in stores] == ["ok", "ok", "ok"], stores
+    assert ["(primary" in v.target for v in stores] == [True, False, True]
+    assert [s.calls["put"] for s in opened] == [1, 0, 1]
+
+
 async def test_a_missing_bucket_and_a_refused_endpoint_fail_with_their_fix(
         moto_s3: MotoS3, refused_port: int) -> None:
     refused = f"s3://b?endpoint=http://127.0.0.1:{refused_port}&region=us-east-1&max_attempts=1"
