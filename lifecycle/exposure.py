@@ -3,6 +3,8 @@ fail (or fall through to the upstream) if that upstream went down now."""
 
 from __future__ import annotations
 
+import contextlib
+from collections import defaultdict
 from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -26,12 +28,13 @@ class Exposed:
 
 
 async def missing_part(inventory: Inventory, manifests: Manifests, name: str,
-                       digest: Digest, rules: tuple[MirrorRule, ...] = ()) -> str | None:
+                       digest: Digest, rules: tuple[MirrorRule, ...] = (),
+                       pulled: frozenset[Digest] = frozenset()) -> str | None:
     """What ``name@digest`` lacks to be pulled from the bucket alone, or None if nothing (an
-    index: the children its ``rules`` copy)."""
+    index: the children of it that were ``pulled``, else those its ``rules`` copy)."""
     if name not in inventory.repositories:
         return "the repository"
-    walk = problems(inventory, manifests, name, digest, rules, listed(inventory), set())
+    walk = problems(inventory, manifests, name, digest, rules, listed(inventory), set(), pulled)
     async with aclosing(walk):
         async for problem in walk:
             return str(problem)
@@ -40,12 +43,17 @@ async def missing_part(inventory: Inventory, manifests: Manifests, name: str,
 
 async def exposed(inventory: Inventory, manifests: Manifests, pulls: Pulls, since: float,
                   rules: Callable[[str], tuple[MirrorRule, ...]]) -> list[Exposed]:
-    """Every (repository, reference) pulled since ``since`` whose image is not complete."""
+    """Every (repository, reference) pulled since ``since`` whose image is not complete. An
+    index is judged by the children nodes pulled (by digest) since: a fleet of one platform
+    needs only that one, and pull-through stores only what is pulled."""
     found: list[Exposed] = []
     latest: dict[tuple[str, str], tuple[float, str]] = {}
+    pulled: dict[str, set[Digest]] = defaultdict(set)
     for key, pull in pulls.items():
         if pull.last < since:
             continue
+        with contextlib.suppress(RegistryError):
+            pulled[key.name].add(Digest.parse(key.digest))
         reference = key.tag or key.digest
         known = latest.get((key.name, reference))
         if known is None or pull.last > known[0]:
@@ -58,7 +66,8 @@ async def exposed(inventory: Inventory, manifests: Manifests, pulls: Pulls, sinc
             digest = current or Digest.parse(recorded)
         except RegistryError:
             continue
-        missing = await missing_part(inventory, manifests, name, digest, rules(name))
+        missing = await missing_part(inventory, manifests, name, digest, rules(name),
+                                     frozenset(pulled[name]))
         if missing is not None:
             found.append(Exposed(name, reference, str(digest), missing, last))
     return found

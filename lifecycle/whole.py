@@ -1,6 +1,6 @@
 """Is an image whole in the bucket: one walk of its manifests (an index: the children its rules
-copy) and their blobs, shared by exposure (the first thing missing) and scrub (everything
-wrong, with ``--hash`` a blob's bytes too)."""
+copy, or those nodes pulled) and their blobs, shared by exposure (the first thing missing) and
+scrub (everything wrong, with ``--hash`` a blob's bytes too)."""
 
 from __future__ import annotations
 
@@ -37,9 +37,12 @@ def listed(inventory: Inventory) -> BlobCheck:
 
 async def problems(inventory: Inventory, manifests: Manifests, name: str, top: Digest,
                    rules: tuple[MirrorRule, ...], check: BlobCheck,
-                   walked: set[Digest]) -> AsyncGenerator[Problem]:
+                   walked: set[Digest], pulled: frozenset[Digest] = frozenset()
+                   ) -> AsyncGenerator[Problem]:
     """What keeps ``name@top`` from being pulled from the bucket alone, in walk order; adds the
-    manifests walked to ``walked`` (those already in it are not walked again)."""
+    manifests walked to ``walked`` (those already in it are not walked again). An index whose
+    children include some of ``pulled`` needs those (what nodes pull of it), else what its
+    rules copy."""
     repo = inventory.repositories[name]
     pending = [top]
     while pending:
@@ -56,7 +59,8 @@ async def problems(inventory: Inventory, manifests: Manifests, name: str, top: D
         if manifest is None:
             yield Problem("manifest", digest, "unreadable")
             continue
-        pending += mirrored_children(manifest, rules)
+        pending += [c for c in manifest.children if c in pulled] or \
+            mirrored_children(manifest, rules)
         for blob in manifest.blobs:
             if (problem := await check(blob)) is not None:
                 yield Problem("blob", blob, problem)

@@ -32,7 +32,8 @@ async def test_status_says_what_each_repository_holds_and_what_needs_its_upstrea
     whole = await bucket.image(APP, [bucket.layer(1000)], tag="whole")
     broken = await bucket.image(APP, [bucket.layer(1000)], tag="broken")
     await store.delete(layout.blob_data(broken.blobs[-1]))
-    # Pulled through: manifest and tag committed, blobs to come on demand (none yet).
+    # A tag whose blobs are not in the bucket (as pull-through committed tags before their
+    # blobs, up to the gateway of issue 15).
     lazy = await bucket.image("elsewhere/tmp", [bucket.layer()])
     await writer.put_manifest(store, APP, lazy.data)
     await writer.put_tag(store, APP, "lazy", lazy.digest)
@@ -66,3 +67,32 @@ async def test_status_says_what_each_repository_holds_and_what_needs_its_upstrea
         lambda: print_status(status, as_json=True))).output)
     assert data["exposed"] == 2
     assert data["rules"][0]["repositories"][0]["tags"] == 3
+
+
+async def test_an_index_needs_the_platforms_nodes_pulled() -> None:
+    """Pull-through stores the platforms nodes pull: an index is exposed when one of those is
+    not whole, not because a platform nobody pulls is absent."""
+    store, now = MemoryStore(), time.time()
+    bucket = Bucket(store)
+    amd64 = await bucket.image(APP, [bucket.layer()])
+    arm64 = await bucket.image("elsewhere/arm64", [bucket.layer()])  # never in APP
+    whole = await bucket.index(APP, [amd64, arm64], tag="multi")
+    damaged = await bucket.image(APP, [bucket.layer()])
+    await store.delete(layout.blob_data(damaged.blobs[-1]))
+    broken = await bucket.index(APP, [damaged, arm64], tag="broken")
+    unpulled = await bucket.index(APP, [await bucket.image(APP, [bucket.layer()]), arm64],
+                                  tag="children-unknown")
+    pulls = {PullKey(APP, str(image.digest), tag): Pull(1, now - 60) for image, tag in (
+        (whole, "multi"), (broken, "broken"), (amd64, None), (damaged, None))}
+    pulls[PullKey(APP, str(unpulled.digest), "children-unknown")] = Pull(1, now - 60)
+    await store.put(layout.usage_record(day_of(now), int(now), "gw"),
+                    UsageBatch("gw", now - 60, now, pulls).to_json())
+
+    [rule] = (await take_status(config(), store, 86400)).rules
+    [app] = rule.repositories
+    exposed = {e.reference: e.missing for e in app.exposed}
+    assert exposed.pop("broken") == f"blob {damaged.blobs[-1]}: missing"
+    assert exposed.pop(str(damaged.digest)) == f"blob {damaged.blobs[-1]}: missing"
+    # None of its children pulled since: every platform the rule copies is needed.
+    assert exposed.pop("children-unknown") == f"manifest {arm64.digest}: no revision link"
+    assert exposed == {}
