@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from registry import layout
 from registry.digest import Digest
 from registry.errors import RegistryError
-from registry.store import KeyLister, NotFound, ObjectStore, key_lister
+from registry.store import KeyLister, NotFound, ObjectStore, batch_deleter, key_lister
 
 
 @dataclass
@@ -45,6 +45,9 @@ def parse_digest(algorithm: str, hex_part: str) -> Digest | None:
         return None
 
 
+DELETE_BATCH = 1000  # keys per batch delete (S3's DeleteObjects takes at most a thousand)
+
+
 class Lister:
     """Store listings and small reads with at most ``concurrency`` in flight."""
 
@@ -71,6 +74,21 @@ class Lister:
     async def delete(self, key: str) -> None:
         async with self.slots:
             await self.store.delete(key)
+
+    async def delete_many(self, keys: list[str]) -> None:
+        """Delete ``keys``, in no set order: batches of ``DELETE_BATCH`` on a store that takes
+        them (S3: one request each), else one call per key - either way with at most
+        ``concurrency`` calls in flight."""
+        batched = batch_deleter(self.store)
+        if batched is None:
+            await asyncio.gather(*map(self.delete, keys))
+            return
+
+        async def batch(start: int) -> None:
+            async with self.slots:
+                await batched.delete_many(keys[start:start + DELETE_BATCH])
+
+        await asyncio.gather(*map(batch, range(0, len(keys), DELETE_BATCH)))
 
     async def digests(self, parent: Callable[[str | None], str]) -> set[Digest]:
         """Digests under ``parent(algorithm)`` for every algorithm ``parent(None)`` lists."""

@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lifecycle.inventory import Inventory, Lister, list_claims
+from lifecycle.inventory import DELETE_BATCH, Inventory, Lister, list_claims
 from lifecycle.manifests import Manifests
 from lifecycle.mark import Graph, Marked, Obj, by_id, revision, spare
 from registry import layout
@@ -171,28 +171,31 @@ class Sweeper:
 
     async def _delete(self, objects: list[Obj], doomed: set[Obj], deadline: float,
                       result: Swept) -> None:
+        """Delete ``objects`` a batch at a time (as many keys as ``concurrency`` batch deletes
+        take at once), the deadline and the lease checked before each. Within a batch the
+        objects' first keys go, then their second ones...: each object's keys in ``keys_of``'s
+        order, whatever order a batch delete keeps."""
         inventory = self.graph.inventory
-
-        async def one(obj: Obj) -> None:
-            if result.stopped:
-                return
+        ordered = sorted(objects, key=by_id)
+        size = DELETE_BATCH * self.settings.concurrency
+        for start in range(0, len(ordered), size):
+            batch = ordered[start:start + size]
             if self.timing.monotonic() >= deadline:
                 result.stopped = "the sweep's deadline passed (gc.sweep_budget)"
                 return
-            self.guard(f"deleting {obj.id}")
-            for key in keys_of(obj, inventory, doomed):
-                await self.lister.delete(key)
-            result.gone.add(obj)
-            result.deleted[obj.kind] += 1
-
-        await asyncio.gather(*map(one, sorted(objects, key=by_id)))
+            self.guard(f"deleting {batch[0].id} and {len(batch) - 1} more")
+            keys = [keys_of(obj, inventory, doomed) for obj in batch]
+            for position in range(max(map(len, keys))):
+                await self.lister.delete_many([k[position] for k in keys if position < len(k)])
+            result.gone.update(batch)
+            result.deleted.update(obj.kind for obj in batch)
 
     async def _tidy(self) -> None:
         """Withdraw every announcement (ours, and any a crashed run left) and delete claims
         past their lifetime."""
-        for shard in await self.lister.children(layout.DOOMED_DIR):
-            await self.lister.delete(layout.doomed_shard_of(shard))
+        await self.lister.delete_many([layout.doomed_shard_of(shard) for shard in
+                                       await self.lister.children(layout.DOOMED_DIR)])
         oldest = self.timing.wall() - CLAIM_TTL
-        stale = [(when, key) for when, key in await list_claims(self.lister) if when < oldest]
-        await asyncio.gather(*(self.lister.delete(layout.claim(k, w)) for w, k in stale))
+        await self.lister.delete_many([layout.claim(key, when) for when, key
+                                       in await list_claims(self.lister) if when < oldest])
 

@@ -4,7 +4,6 @@ few recent batches, not tens of thousands of small objects."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 
 from lifecycle.inventory import Lister
@@ -47,14 +46,14 @@ async def compact(lister: Lister, now: float, keep: float) -> int:
             # The summary first: a crash before the deletes leaves batches it already counts,
             # which its marks skip and the next merge deletes.
             await store.put(layout.usage_summary(day), summary.to_json())
-        await asyncio.gather(*(lister.delete(layout.usage_record(day, w, g))
-                               for w, g in ready + leftover))
+        await lister.delete_many([layout.usage_record(day, w, g) for w, g in ready + leftover])
         merged += len(ready)
     return merged
 
 
 async def _drop_day(lister: Lister, day: str) -> None:
+    keys = []
     for entry in await lister.children(layout.usage_day_dir(day)):
         parsed = layout.parse_usage_record(entry)
-        key = layout.usage_record(day, *parsed) if parsed else layout.usage_summary(day)
-        await lister.delete(key)
+        keys.append(layout.usage_record(day, *parsed) if parsed else layout.usage_summary(day))
+    await lister.delete_many(keys)

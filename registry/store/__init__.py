@@ -9,7 +9,7 @@ to the bytes themselves (S3's pre-signed URLs) is also a ``Presigner``; ``presig
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -123,6 +123,21 @@ class KeyLister(Protocol):
     async def list_keys(self, prefix: str) -> list[str]:
         """Every key under ``prefix`` (which ends in ``/``), whole, sorted; ``[]`` if none."""
         ...
+
+
+@runtime_checkable
+class BatchDeleter(Protocol):
+    """A store that deletes many keys per request (S3's DeleteObjects, a thousand at a time):
+    garbage collection deletes a bucket's worth of objects this way."""
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete every key (an absent one is no error, as with ``delete``), in no set order."""
+        ...
+
+
+def batch_deleter(store: ObjectStore) -> BatchDeleter | None:
+    """The store as a ``BatchDeleter`` if it deletes in batches, else ``None`` (one by one)."""
+    return store if isinstance(store, BatchDeleter) else None
 
 
 def key_lister(store: ObjectStore) -> KeyLister | None:

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import AsyncIterable, Iterator
+from collections.abc import AsyncIterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 from urllib.parse import urlsplit
@@ -75,6 +75,7 @@ DEFAULT_PART_SIZE = 8 * 1024 * 1024
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's floor for every part but the last
 MAX_PRESIGN_EXPIRY = 7 * 24 * 3600  # SigV4's ceiling
 LIST_PAGE_SIZE = 1000  # ListObjectsV2's maximum; tests shrink it to see pagination
+DELETE_BATCH = 1000  # DeleteObjects' maximum; tests shrink it to see several requests
 
 # Error codes that mean "no such object"; NoSuchBucket is deliberately absent: that is a
 # misconfiguration, not an absent key, and must surface as a store failure.
@@ -349,6 +350,25 @@ class S3Store:
         with _failures():
             s3 = await self._s3()
             await s3.delete_object(Bucket=self.settings.bucket, Key=self._key(key))
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """DeleteObjects, a thousand keys a request (S3's limit), quiet: only failures come
+        back, and the first one is raised as its kind (a missing key is no failure)."""
+        full = [self._key(key) for key in keys]
+        with _failures():
+            s3 = await self._s3()
+            for start in range(0, len(full), DELETE_BATCH):
+                answer = await s3.delete_objects(Bucket=self.settings.bucket, Delete={
+                    "Objects": [{"Key": key} for key in full[start:start + DELETE_BATCH]],
+                    "Quiet": True})
+                if errors := answer.get("Errors"):
+                    first = errors[0]
+                    code = str(first.get("Code", ""))
+                    status = 500 if code == "InternalError" else 0
+                    raise ClientError({"Error": {"Code": code, "Message": (
+                        f"{len(errors)} of the keys, first {first.get('Key')}: "
+                        f"{first.get('Message', '')}")},
+                        "ResponseMetadata": {"HTTPStatusCode": status}}, "DeleteObjects")
 
     async def presign_get(self, key: str, expires_in: int) -> str:
         """A GET URL for ``key`` valid ``expires_in`` seconds, addressed at ``signing_endpoint``.

@@ -12,10 +12,12 @@ from registry.store import (
     NotFound,
     ObjectStore,
     PreconditionFailed,
+    batch_deleter,
     check_key,
     key_lister,
     open_store,
 )
+from registry.store import s3 as s3_module
 from registry.store.azure import AzureStore
 from registry.store.file import FileStore
 from registry.store.gcs import GCSStore
@@ -148,6 +150,28 @@ async def test_delete(store: ObjectStore) -> None:
     await store.delete("d")  # deleting what is gone is not an error
     with pytest.raises(NotFound):
         await store.get("d")
+
+
+async def test_s3_deletes_in_batches(request: pytest.FixtureRequest, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store that deletes in batches (garbage collection sweeps a bucket so): every key
+    goes, over several requests, absent keys included; others stay. (Azure's Blob Batch is
+    not here: Azurite answers every batch 400 InvalidInput, Azure/Azurite#2509, so it could not
+    be tested; Azure and GCS delete one key per call.)"""
+    store = BACKENDS["s3"](request, tmp_path)
+    monkeypatch.setattr(s3_module, "DELETE_BATCH", 2)
+    deleter = batch_deleter(store)
+    assert deleter is not None, f"{type(store).__name__} cannot delete in batches"
+    try:
+        doomed = [f"b/{n}/link" for n in range(5)]
+        for key in [*doomed, "b/stays", "c/x"]:
+            await store.put(key, b"1")
+        await deleter.delete_many([*doomed, "b/never-written"])
+        await deleter.delete_many([])
+        assert await store.children("b/") == ["stays"]
+        assert await store.get("c/x") == b"1"
+    finally:
+        await store.close()
 
 
 async def test_deleting_the_last_object_under_a_directory_unlists_it(store: ObjectStore) -> None:
