@@ -1,9 +1,9 @@
 """Who the sync worker is to an upstream, and how it answers an upstream's 401.
 
-Kept apart from client.py so the code that touches secrets is small enough to audit in
+Kept apart from session.py so the code that touches secrets is small enough to audit in
 one read. Nothing here formats a password or a token into a message: errors name the variable,
 file or host that was wrong, never what it held. Errors here do not name the registry; the
-client (client.py) prefixes that and turns them into the types of errors.py.
+session (session.py) prefixes that and turns them into the types of errors.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What the upstream client (registry/upstream/client.py) raises.
+"""What the upstream client (registry/upstream/client.py and session.py) raises.
 
 Exceptions::
 

@@ -1,8 +1,8 @@
 """What crosses the wire to an upstream: redirect safety, Retry-After, raw bodies.
 
-Small functions over httpx requests and responses, used by the upstream client
-(client.py): which URL may receive credentials, what a URL may show in a log, how long a
-server asked us to wait, and a body's bytes exactly as they were sent.
+Small functions over httpx requests and responses, used by the upstream session and client
+(session.py, client.py): which URL may receive credentials, what a URL may show in a log, how
+long a server asked us to wait, and a body's bytes exactly as they were sent.
 """
 
 from __future__ import annotations

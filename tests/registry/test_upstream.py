@@ -16,11 +16,7 @@ import pytest
 from registry.digest import Digest
 from registry.mediatypes import DOCKER_MANIFEST_V1_SIGNED, OCI_INDEX, OCI_MANIFEST
 from registry.upstream.client import (
-    BACKOFF_BASE,
-    BACKOFF_CAP,
     MANIFEST_ACCEPT,
-    RETRY_AFTER_CAP,
-    USER_AGENT,
     ManifestRef,
     Upstream,
 )
@@ -29,6 +25,7 @@ from registry.upstream.errors import (
     UpstreamNotFound,
     UpstreamUnavailable,
 )
+from registry.upstream.session import BACKOFF_BASE, BACKOFF_CAP, RETRY_AFTER_CAP, USER_AGENT
 from tests.registry.upstreamkit import (
     MANIFEST,
     MANIFEST_DIGEST,

@@ -120,8 +120,8 @@ async def test_ecr_logs_in_with_get_authorization_token_and_renews_it_before_exp
     identities = Identities(aws_session=session, wall=wall_of(clock, expiry - 12 * 3600))
     async with Upstream(ECR_HOST, config, transport=ecr.transport(), clock=clock,
                         identities=identities) as upstream:
-        assert isinstance(upstream._logins, EcrLogin)
-        assert upstream._logins.region == "us-east-1"  # read from the host
+        assert isinstance(upstream._session.logins, EcrLogin)
+        assert upstream._session.logins.region == "us-east-1"  # read from the host
         for moved, fetched in ((0, 1), (12 * 3600 - REFRESH_MARGIN - 1, 1), (1, 2)):
             clock.now += moved
             _, body = await upstream.get_manifest("team/app", "1")
@@ -204,7 +204,7 @@ async def test_gcp_uses_an_adc_access_token_and_renews_it_before_expiry(
     async with Upstream("europe-docker.pkg.dev", config, transport=registry.transport(),
                         clock=clock, identities=Identities(google_service_file=key_file)
                         ) as upstream:
-        assert isinstance(upstream._logins, GcpLogin)
+        assert isinstance(upstream._session.logins, GcpLogin)
         for moved in (0, 3600 - REFRESH_MARGIN - 1, 60):  # 60: past the registry token
             clock.now += moved
             _, body = await upstream.get_manifest("project/repo/app", "1")
