@@ -79,6 +79,9 @@ class PendingTags:
                                                              timer=clock)
         self._tasks: set[asyncio.Task[None]] = set()  # reading what is stored
         self._watchers: set[asyncio.Task[None]] = set()  # looking again later (_watch)
+        metrics.registry.gauge("pullthrough_pending_tags", "Tags pulled through and answered by "
+                               "this gateway, not yet committed: their image is not whole in "
+                               "the bucket yet", (), lambda: [({}, float(len(self.tags)))])
 
     def answer(self, name: str, tag: str, max_age: float | None) -> Tag | None:
         """The pending tag's manifest while it is younger than ``max_age`` (None: any age)."""

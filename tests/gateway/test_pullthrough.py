@@ -158,9 +158,11 @@ async def test_a_tag_is_committed_once_its_image_is_stored() -> None:
         again = await client.get("/v2/library/app/manifests/1.0?ns=docker.io")
         assert (again.status_code, again.content) == (200, MANIFEST)
         assert fake.manifest_gets == 1
+        assert "regfront_pullthrough_pending_tags 1.0" in (await client.get("/metrics")).text
         assert (await client.get(f"/v2/library/app/blobs/{DIGEST}?ns=docker.io")).status_code \
             == 200
         await _settled(resolver)
+        assert "regfront_pullthrough_pending_tags 0.0" in (await client.get("/metrics")).text
     assert first.status_code == 200
     assert first.content == MANIFEST
     assert first.headers["docker-content-digest"] == str(digest)
