@@ -209,7 +209,7 @@ class PendingTags:
         needed = self._manifests.get(key)
         if needed is None or needed.missing is None or needed.missing:
             return
-        del self._manifests[key]
+        self._manifests.pop(key, None)
         name, digest = key
         for index_key in needed.indexes:
             index = self._manifests.get(index_key)
