@@ -131,13 +131,16 @@ class PullThrough:
 
     # -- manifests -------------------------------------------------------------------------
 
+    def pending_tag(self, name: str, tag: str) -> tuple[Digest, str, bytes] | None:
+        """A tag fetched but not committed yet (its image not whole in the bucket), as fetched,
+        while the mirror's tag TTL allows: no store call, no upstream call."""
+        pending = self.pending.answer(name, tag, self.mirrors.tag_ttl(name))
+        return None if pending is None else (pending.digest, pending.media_type, pending.data)
+
     async def manifest(self, name: str, reference: str | Digest) -> tuple[Digest, str, bytes]:
-        """Fetch, commit and return a manifest (one upstream fetch per name and reference; a
-        tag not yet committed is answered as fetched while the mirror's tag TTL allows)."""
-        if isinstance(reference, str):
-            tag = self.pending.answer(name, reference, self.mirrors.tag_ttl(name))
-            if tag is not None:
-                return tag.digest, tag.media_type, tag.data
+        """Fetch, commit and return a manifest (one upstream fetch per name and reference)."""
+        if isinstance(reference, str) and (pending := self.pending_tag(name, reference)):
+            return pending
         digest, data = await self._manifests.do(
             (name, str(reference)), lambda: self._fetch_manifest(name, reference))
         return digest, media_type_of(parse_manifest(data)), data

@@ -195,6 +195,9 @@ class Resolver:
     async def manifest(self, name: str, reference: str | Digest) -> Manifest:
         """A manifest of ``name`` by tag or digest, as stored, verified once on load; a miss
         is queued for the sync worker (``gateway/misses.py``)."""
+        if isinstance(reference, str) and self.pull_through is not None and \
+                (pending := self.pull_through.pending_tag(name, reference)) is not None:
+            return Manifest(*pending)  # not in the bucket yet: asking it would cost a call
         try:
             return await self._manifest(name, reference)
         except RegistryError as error:

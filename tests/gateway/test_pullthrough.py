@@ -18,7 +18,9 @@ from registry import layout
 from registry.config import parse_config
 from registry.digest import Digest
 from registry.mediatypes import OCI_INDEX, OCI_MANIFEST
+from registry.store import ObjectStore
 from registry.store.memory import MemoryStore
+from tests.conftest import CountingStore
 
 CONFIG = """
 upstreams:
@@ -77,7 +79,7 @@ class FakeUpstream:
         return httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]})
 
 
-def _gateway(store: MemoryStore, fake: FakeUpstream) -> tuple[httpx.AsyncClient, Resolver]:
+def _gateway(store: ObjectStore, fake: FakeUpstream) -> tuple[httpx.AsyncClient, Resolver]:
     app = create_app(parse_config(CONFIG), [store])
     assert app.resolver.pull_through is not None
     app.resolver.pull_through.transport = httpx.MockTransport(fake.handler)
@@ -144,7 +146,8 @@ async def test_upstream_throttling_never_reaches_containerd(status: int) -> None
 
 async def test_a_tag_is_committed_once_its_image_is_stored() -> None:
     store, fake = MemoryStore(), FakeUpstream()
-    client, resolver = _gateway(store, fake)
+    counting = CountingStore(store)
+    client, resolver = _gateway(counting, fake)
     digest = Digest.from_bytes(MANIFEST)
     async with client:
         first = await client.get("/v2/library/app/manifests/1.0?ns=docker.io")
@@ -155,9 +158,11 @@ async def test_a_tag_is_committed_once_its_image_is_stored() -> None:
         # bucket cannot serve the image yet. This gateway answers it as fetched meanwhile.
         assert await store.get(layout.revision_link(NAME, digest))
         assert layout.tag_current_link(NAME, "1.0") not in store.objects
+        counting.reset()
         again = await client.get("/v2/library/app/manifests/1.0?ns=docker.io")
         assert (again.status_code, again.content) == (200, MANIFEST)
         assert fake.manifest_gets == 1
+        assert counting.reads == 0  # answered from memory: the bucket has no tag to find
         assert "regfront_pullthrough_pending_tags 1.0" in (await client.get("/metrics")).text
         assert (await client.get(f"/v2/library/app/blobs/{DIGEST}?ns=docker.io")).status_code \
             == 200
