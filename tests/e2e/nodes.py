@@ -39,7 +39,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from node.cri import CRIClient, CRIError, Image
+from node.cri import AuthConfig, CRIClient, CRIError, Image
 from tests.e2e.harness import (
     LOOPBACK,
     MANIFEST_ACCEPT,
@@ -371,11 +371,12 @@ class NodePool:
 
 
 def write_hosts(node: Node, directory: Path, gateway: str, upstream: str,
-                registry: str = "docker.io") -> Path:
-    """``regfront containerd-config`` into ``directory`` as ``node`` sees it; returns the file."""
+                registry: str = "docker.io", *flags: str) -> Path:
+    """``regfront containerd-config`` into ``directory`` as ``node`` sees it; returns the file.
+    ``flags``: more of its options (``--header``, ``--ca-file``)."""
     out = node.view(directory)
     written = run([regfront_binary(), "containerd-config", "--gateway", gateway,
-                   "--registry", f"{registry}={upstream}", "--out", str(out)],
+                   "--registry", f"{registry}={upstream}", "--out", str(out), *flags],
                   env=clean_env("REGFRONT_")).stdout
     assert written.split() == [str(out / registry / "hosts.toml")], written
     return out / registry / "hosts.toml"
@@ -414,13 +415,15 @@ class PullOutcome:
 
 
 @contextlib.contextmanager
-def cri_pull(node: Node, gateway: Server, ref: str) -> Iterator[PullOutcome]:
-    """PullImage ``ref`` over the CRI, as kubelet does; RemoveImage when the block ends."""
+def cri_pull(node: Node, gateway: Server, ref: str,
+             auth: AuthConfig | None = None) -> Iterator[PullOutcome]:
+    """PullImage ``ref`` over the CRI, as kubelet does (``auth``: a pull secret's
+    credentials); RemoveImage when the block ends."""
     before = gateway_pull_requests(gateway)
     image_ref: str | None = None
     error: CRIError | None = None
     try:
-        image_ref = node.cri.pull_image(ref)
+        image_ref = node.cri.pull_image(ref, auth)
     except CRIError as exc:
         error = exc
     try:

@@ -1,6 +1,7 @@
-"""containerd 1.6 pulls through a regfront serving with ``auth:``: the token flow with
-``ctr --user``, a static token written into hosts.toml's ``[host.header]``, and an anonymous
-repository with no credentials at all.
+"""containerd pulls through a regfront serving with ``auth:``. With ``ctr`` on 1.6: the token
+flow with ``ctr --user``, a static token written into hosts.toml's ``[host.header]``, and an
+anonymous repository with no credentials at all. As kubelet pulls (the CRI) on 1.6, 2.1.9 and
+2.2.7: the static token, and a pod's pull secret answering the gateway's challenge.
 
 The private image is ``reg.corp/team/app`` (``reg.corp/*``: ci and the nodes' static token);
 ``docker.io/library/demo`` is anonymous. Each hosts.toml falls back to a port nothing listens
@@ -20,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from node.cri import AuthConfig
 from tests.e2e.harness import (
     LOOPBACK,
     Containerd,
@@ -32,6 +34,7 @@ from tests.e2e.harness import (
     run,
     started,
 )
+from tests.e2e.nodes import ONE_DIR, NodePool, Version, cri_pull, unreachable_url, write_hosts
 from tests.images import Layout
 
 pytestmark = pytest.mark.e2e
@@ -162,3 +165,53 @@ def test_anonymous_repository_pulls_with_no_credentials(
     hosts = hosts_dir(gateway, "docker.io", tmp_path / "certs.d")
     pull(containerd, hosts, PUBLIC)
     assert containerd.images()[PUBLIC] == auth_gateway.digest
+
+
+# -- as kubelet pulls: the CRI, on every containerd a node runs ------------------------------
+
+VERSIONS: list[Version] = ["1.6", "2.1.9", "2.2.7"]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_kubelet_pulls_a_private_image_with_the_static_token(
+        nodes: NodePool, auth_gateway: AuthGateway, version: Version) -> None:
+    """The nodes' credential in hosts.toml reaches the gateway on the CRI's pull path too
+    (from 2.1 the transfer service's, which reads hosts files itself)."""
+    node, gateway = nodes.node(version, ONE_DIR), auth_gateway.server
+    write_hosts(node, node.hosts_dirs[0], gateway.url, unreachable_url(), "reg.corp",
+                "--header", f"Authorization=Bearer {STATIC_TOKEN}")
+    with cri_pull(node, gateway, PRIVATE) as outcome:
+        assert outcome.error is None, outcome.describe()
+        assert outcome.image is not None, outcome.describe()
+        assert f"reg.corp/team/app@{auth_gateway.digest}" in outcome.image.repo_digests
+    write_hosts(node, node.hosts_dirs[0], gateway.url, unreachable_url(), "reg.corp")
+    with cri_pull(node, gateway, PRIVATE) as outcome:  # control: without it, refused
+        assert outcome.error is not None, outcome.describe()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_kubelet_pull_secret_credentials_reach_the_gateway(
+        nodes: NodePool, auth_gateway: AuthGateway, version: Version) -> None:
+    """A pod's imagePullSecret, as kubelet hands it to PullImage (kubelet's keyring leaves
+    ``server_address`` empty): containerd answers the gateway's challenge with it."""
+    node, gateway = nodes.node(version, ONE_DIR), auth_gateway.server
+    write_hosts(node, node.hosts_dirs[0], gateway.url, unreachable_url(), "reg.corp")
+    secret = AuthConfig(username="ci", password=PASSWORD)
+    with cri_pull(node, gateway, PRIVATE, secret) as outcome:
+        assert outcome.error is None, outcome.describe()
+        assert outcome.image is not None, outcome.describe()
+        assert f"reg.corp/team/app@{auth_gateway.digest}" in outcome.image.repo_digests
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_credentials_naming_their_registry_never_reach_a_mirror(
+        nodes: NodePool, auth_gateway: AuthGateway, version: Version) -> None:
+    """With ``server_address`` set (what a CRI client other than kubelet may send), containerd
+    keeps the credentials for that host: the gateway's challenge goes unanswered."""
+    node, gateway = nodes.node(version, ONE_DIR), auth_gateway.server
+    write_hosts(node, node.hosts_dirs[0], gateway.url, unreachable_url(), "reg.corp")
+    secret = AuthConfig(username="ci", password=PASSWORD, server_address="reg.corp")
+    with cri_pull(node, gateway, PRIVATE, secret) as outcome:
+        assert outcome.error is not None, outcome.describe()
+        assert "401 Unauthorized" in outcome.error.details, outcome.describe()
+        assert outcome.gateway_requests > 0, outcome.describe()
