@@ -1,10 +1,13 @@
 """HTTPS: containerd pulls from a gateway serving TLS with a test CA that hosts.toml names, and
-refuses a gateway whose certificate it cannot verify."""
+refuses a gateway whose certificate it cannot verify - with ``ctr`` on 1.6, and as kubelet pulls
+(the CRI) on 1.6, 2.1.9 and 2.2.7."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from node.cri import CRIError
 from tests.e2e.harness import (
     Containerd,
     Gateway,
@@ -22,6 +26,7 @@ from tests.e2e.harness import (
     run,
     started,
 )
+from tests.e2e.nodes import ONE_DIR, NodePool, Version, unreachable_url, write_hosts
 
 pytestmark = pytest.mark.e2e
 
@@ -71,16 +76,22 @@ def _https_ready(port: int, ca: Path) -> bool:
         return False
 
 
-def test_containerd_pulls_over_https_with_the_ca_in_hosts_toml(
-        containerd: Containerd, gateway: Gateway, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _serving_https(gateway: Gateway, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The gateway's store served over TLS: (its URL, the CA that signed its certificate)."""
     ca, cert, key = _certificates(tmp_path)
     port = free_port()
     argv = [regfront_binary(), "serve", "--storage", str(gateway.store), "--listen",
             f"127.0.0.1:{port}", "--tls-cert", str(cert), "--tls-key", str(key)]
-    url = f"https://127.0.0.1:{port}"
-    with started(f"regfront https :{port}", argv, tmp_path / "tls.log",
+    with started(f"regfront https :{port}", argv, tmp_path / f"tls-{port}.log",
                  lambda: _https_ready(port, ca), "GET /v2/ over TLS",
                  env=clean_env("REGFRONT_")):
+        yield f"https://127.0.0.1:{port}", ca
+
+
+def test_containerd_pulls_over_https_with_the_ca_in_hosts_toml(
+        containerd: Containerd, gateway: Gateway, tmp_path: Path) -> None:
+    with _serving_https(gateway, tmp_path) as (url, ca):
         trusted, untrusted = tmp_path / "trusted", tmp_path / "untrusted"
         run([regfront_binary(), "containerd-config", "--gateway", url, "--registry",
              "docker.io=http://127.0.0.1:9", "--ca-file", str(ca), "--out", str(trusted)])
@@ -95,3 +106,25 @@ def test_containerd_pulls_over_https_with_the_ca_in_hosts_toml(
         containerd.ctr("images", "pull", "--hosts-dir", str(trusted), "--platform",
                        "linux/amd64", SINGLE)
     assert containerd.images()[SINGLE] == gateway.digests["single"]
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.1.9", "2.2.7"])
+def test_kubelet_pulls_over_https_with_the_ca_in_hosts_toml(
+        nodes: NodePool, gateway: Gateway, tmp_path: Path, version: Version) -> None:
+    """The CRI's pull path (from 2.1 the transfer service's) trusts hosts.toml's ``ca`` too;
+    the fallback is a closed port, so a pull that succeeds came from the gateway."""
+    node = nodes.node(version, ONE_DIR)
+    with _serving_https(gateway, tmp_path) as (url, ca):
+        write_hosts(node, node.hosts_dirs[0], url, unreachable_url())
+        with pytest.raises(CRIError) as refused:
+            node.cri.pull_image(SINGLE)
+        assert "certificate signed by unknown authority" in refused.value.details
+        write_hosts(node, node.hosts_dirs[0], url, unreachable_url(), "docker.io",
+                    "--ca-file", str(ca))
+        try:
+            node.cri.pull_image(SINGLE)
+            image = node.cri.image_status(SINGLE)
+        finally:
+            node.cri.remove_image(SINGLE)
+    assert image is not None
+    assert f"docker.io/library/demo@{gateway.digests['single']}" in image.repo_digests
