@@ -29,7 +29,7 @@ import json
 import lzma
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -387,13 +387,23 @@ def unreachable_url() -> str:
     return f"http://{LOOPBACK}:{free_port()}"
 
 
-def gateway_pull_requests(gateway: Server) -> int:
-    """Manifest and blob requests the gateway has answered, from its /metrics."""
+def _answered(gateway: Server, counts: Callable[[dict[str, str]], bool]) -> int:
+    """Requests the gateway answered whose labels (route, method, status) ``counts``."""
     body = http("GET", f"{gateway.url}/metrics").body.decode()
     return sum(int(sample.value) for family in text_string_to_metric_families(body)
                if family.name == "regfront_http_requests" for sample in family.samples
-               if sample.name.endswith("_total")
-               and sample.labels.get("route") in ("manifests", "blobs"))
+               if sample.name.endswith("_total") and counts(sample.labels))
+
+
+def gateway_pull_requests(gateway: Server) -> int:
+    """Manifest and blob requests the gateway has answered, from its /metrics."""
+    return _answered(gateway, lambda labels: labels.get("route") in ("manifests", "blobs"))
+
+
+def gateway_redirects(gateway: Server) -> int:
+    """Blob GETs the gateway answered with a 307 to its bucket, from its /metrics."""
+    return _answered(gateway, lambda labels: labels.get("route") == "blobs"
+                     and labels.get("status") == "307")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The gateway on the native cloud stores' emulators: containerd follows the 307s to signed
-bucket URLs and gets the right bytes - Cloud Storage (fake-gcs-server, V4 signed URLs) and Azure
-Blob (Azurite, SAS URLs). One flow for both, each backend saying how its signature is checked:
+bucket URLs and gets the right bytes (with ``ctr``, and as kubelet pulls on 1.6, 2.1.9 and
+2.2.7) - Cloud Storage (fake-gcs-server, V4 signed URLs) and Azure Blob (Azurite, SAS URLs).
+One flow for both, each backend saying how its signature is checked:
 
 - fake-gcs-server checks no signature, so the URL is verified here against the session's
   service account key (tests/registry/test_gcs.py checks the signer against Google's vectors);
@@ -29,6 +30,15 @@ from tests.e2e.harness import (
     regfront_import,
     run,
     serving_regfront,
+)
+from tests.e2e.nodes import (
+    ONE_DIR,
+    NodePool,
+    Version,
+    cri_pull,
+    gateway_redirects,
+    unreachable_url,
+    write_hosts,
 )
 from tests.emulators import SERVICE_ACCOUNT, Azurite, FakeGCS, verify_v4_url
 from tests.images import Layout, layout_blob, layout_children, layout_digest
@@ -125,3 +135,22 @@ def test_containerd_pulls_single_and_multi_arch_following_redirects(
     assert set(layout_children(oci_layout.root, "multi").values()) <= containerd.content()
     with containerd.mounted(SINGLE, tmp_path / "rootfs", "linux/amd64") as rootfs:
         assert (rootfs / "app" / "hello.txt").read_text() == "hello from regfront\n"
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.1.9", "2.2.7"])
+def test_kubelet_pulls_following_redirects_to_the_bucket(
+        nodes: NodePool, cloud: tuple[Server, Bucket], oci_layout: Layout,
+        version: Version) -> None:
+    """As kubelet pulls (from 2.1 the transfer service fetches): every blob GET is a 307 to a
+    signed URL, followed; the fallback is a closed port."""
+    gateway, _ = cloud
+    node = nodes.node(version, ONE_DIR)
+    write_hosts(node, node.hosts_dirs[0], gateway.url, unreachable_url())
+    before = gateway_redirects(gateway)
+    with cri_pull(node, gateway, MULTI) as outcome:
+        assert outcome.error is None, outcome.describe()
+        assert outcome.image is not None, outcome.describe()
+        assert f"docker.io/library/demo@{layout_digest(oci_layout.root, 'multi')}" in \
+            outcome.image.repo_digests
+    # The node's platform: its config and two layers, each fetched through a redirect.
+    assert gateway_redirects(gateway) - before >= 3

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from registry.digest import Digest
 from tests.conftest import MotoS3
@@ -23,14 +22,21 @@ from tests.e2e.harness import (
     Containerd,
     Server,
     Skopeo,
-    http,
     regfront_binary,
     regfront_import,
     run,
     serving_regfront,
     serving_registry2,
 )
-from tests.e2e.nodes import ONE_DIR, NodePool, Version, cri_pull, unreachable_url, write_hosts
+from tests.e2e.nodes import (
+    ONE_DIR,
+    NodePool,
+    Version,
+    cri_pull,
+    gateway_redirects,
+    unreachable_url,
+    write_hosts,
+)
 from tests.images import Layout, layout_blob, layout_children, layout_digest
 
 pytestmark = pytest.mark.e2e
@@ -106,15 +112,6 @@ def test_containerd_pulls_single_and_multi_arch_following_redirects(
         assert (rootfs / "app" / "hello.txt").read_text() == "hello from regfront\n"
 
 
-def _redirects(server: Server) -> int:
-    """Blob GETs the gateway answered with a 307, from its /metrics."""
-    body = http("GET", f"{server.url}/metrics").body.decode()
-    return sum(int(sample.value) for family in text_string_to_metric_families(body)
-               if family.name == "regfront_http_requests" for sample in family.samples
-               if sample.name.endswith("_total") and sample.labels.get("route") == "blobs"
-               and sample.labels.get("status") == "307")
-
-
 @pytest.mark.parametrize("version", ["1.6", "2.1.9", "2.2.7"])
 def test_kubelet_pulls_following_redirects_to_the_bucket(
         nodes: NodePool, s3_gateway: Server, oci_layout: Layout, version: Version) -> None:
@@ -122,14 +119,14 @@ def test_kubelet_pulls_following_redirects_to_the_bucket(
     the bucket, followed; the fallback is a closed port."""
     node = nodes.node(version, ONE_DIR)
     write_hosts(node, node.hosts_dirs[0], s3_gateway.url, unreachable_url())
-    before = _redirects(s3_gateway)
+    before = gateway_redirects(s3_gateway)
     with cri_pull(node, s3_gateway, MULTI) as outcome:
         assert outcome.error is None, outcome.describe()
         assert outcome.image is not None, outcome.describe()
         assert f"docker.io/library/demo@{layout_digest(oci_layout.root, 'multi')}" in \
             outcome.image.repo_digests
     # The node's platform: its config and two layers, each fetched through a redirect.
-    assert _redirects(s3_gateway) - before >= 3
+    assert gateway_redirects(s3_gateway) - before >= 3
 
 
 @pytest.mark.parametrize("ref", ["single", "multi"])
