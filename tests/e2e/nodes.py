@@ -463,3 +463,17 @@ def assert_hosts_ignored(outcome: PullOutcome) -> None:
     assert UPSTREAM_HOST in outcome.error.details, outcome.describe()
     assert outcome.image is None, outcome.describe()
     assert outcome.gateway_requests == 0, outcome.describe()
+
+
+def assert_pull_follows_redirects(node: Node, gateway: Server, ref: str, digest: str) -> None:
+    """A CRI pull of ``ref`` (an index; the node's platform: a config and two layers) from a
+    gateway on a bucket, the fallback a closed port: succeeds, with every blob GET a 307 the
+    node followed."""
+    write_hosts(node, node.hosts_dirs[0], gateway.url, unreachable_url())
+    before = gateway_redirects(gateway)
+    with cri_pull(node, gateway, ref) as outcome:
+        assert outcome.error is None, outcome.describe()
+        assert outcome.image is not None, outcome.describe()
+        name = ref.rpartition(":")[0]
+        assert f"{name}@{digest}" in outcome.image.repo_digests, outcome.describe()
+    assert gateway_redirects(gateway) - before >= 3

@@ -31,15 +31,7 @@ from tests.e2e.harness import (
     run,
     serving_regfront,
 )
-from tests.e2e.nodes import (
-    ONE_DIR,
-    NodePool,
-    Version,
-    cri_pull,
-    gateway_redirects,
-    unreachable_url,
-    write_hosts,
-)
+from tests.e2e.nodes import ONE_DIR, NodePool, Version, assert_pull_follows_redirects
 from tests.emulators import SERVICE_ACCOUNT, Azurite, FakeGCS, verify_v4_url
 from tests.images import Layout, layout_blob, layout_children, layout_digest
 
@@ -144,13 +136,5 @@ def test_kubelet_pulls_following_redirects_to_the_bucket(
     """As kubelet pulls (from 2.1 the transfer service fetches): every blob GET is a 307 to a
     signed URL, followed; the fallback is a closed port."""
     gateway, _ = cloud
-    node = nodes.node(version, ONE_DIR)
-    write_hosts(node, node.hosts_dirs[0], gateway.url, unreachable_url())
-    before = gateway_redirects(gateway)
-    with cri_pull(node, gateway, MULTI) as outcome:
-        assert outcome.error is None, outcome.describe()
-        assert outcome.image is not None, outcome.describe()
-        assert f"docker.io/library/demo@{layout_digest(oci_layout.root, 'multi')}" in \
-            outcome.image.repo_digests
-    # The node's platform: its config and two layers, each fetched through a redirect.
-    assert gateway_redirects(gateway) - before >= 3
+    assert_pull_follows_redirects(nodes.node(version, ONE_DIR), gateway, MULTI,
+                                  layout_digest(oci_layout.root, "multi"))

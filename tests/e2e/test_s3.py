@@ -28,15 +28,7 @@ from tests.e2e.harness import (
     serving_regfront,
     serving_registry2,
 )
-from tests.e2e.nodes import (
-    ONE_DIR,
-    NodePool,
-    Version,
-    cri_pull,
-    gateway_redirects,
-    unreachable_url,
-    write_hosts,
-)
+from tests.e2e.nodes import ONE_DIR, NodePool, Version, assert_pull_follows_redirects
 from tests.images import Layout, layout_blob, layout_children, layout_digest
 
 pytestmark = pytest.mark.e2e
@@ -117,16 +109,8 @@ def test_kubelet_pulls_following_redirects_to_the_bucket(
         nodes: NodePool, s3_gateway: Server, oci_layout: Layout, version: Version) -> None:
     """As kubelet pulls (from 2.1 the transfer service fetches): every blob GET is a 307 to
     the bucket, followed; the fallback is a closed port."""
-    node = nodes.node(version, ONE_DIR)
-    write_hosts(node, node.hosts_dirs[0], s3_gateway.url, unreachable_url())
-    before = gateway_redirects(s3_gateway)
-    with cri_pull(node, s3_gateway, MULTI) as outcome:
-        assert outcome.error is None, outcome.describe()
-        assert outcome.image is not None, outcome.describe()
-        assert f"docker.io/library/demo@{layout_digest(oci_layout.root, 'multi')}" in \
-            outcome.image.repo_digests
-    # The node's platform: its config and two layers, each fetched through a redirect.
-    assert gateway_redirects(s3_gateway) - before >= 3
+    assert_pull_follows_redirects(nodes.node(version, ONE_DIR), s3_gateway, MULTI,
+                                  layout_digest(oci_layout.root, "multi"))
 
 
 @pytest.mark.parametrize("ref", ["single", "multi"])
