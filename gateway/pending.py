@@ -6,7 +6,8 @@ for it by digest next), its tag only when the image is complete: for an image ma
 config and layers stored and linked into the repository; for an index, one child it lists that
 is complete (the platform a node pulled - an index tag must resolve from the bucket in an
 outage, and no node pulls every platform). Until then this gateway answers the tag from here,
-so a rollout asks the upstream once, not once per node.
+so a rollout asks the upstream once, not once per node. A tag someone else committed meanwhile
+(sync, another gateway) is left as they wrote it.
 
 What is missing is learnt from the store when the tag is fetched (blobs shared with other images
 are usually there already, and are linked into the repository then), updated as this gateway's
@@ -220,7 +221,19 @@ class PendingTags:
             tag = self.tags.get(tag_key)
             if tag is None or tag.digest != digest:
                 continue  # forgotten, or fetched again meanwhile and moved
-            await writer.put_tag(self.primary, name, tag_key[1], digest)
             self.tags.pop(tag_key, None)
+            if await self._committed_elsewhere(name, tag_key[1]):
+                continue
+            await writer.put_tag(self.primary, name, tag_key[1], digest)
             registry = name.partition("/")[0]
             self.metrics.upstream[(registry, "tag_committed")] += 1
+
+    async def _committed_elsewhere(self, name: str, tag: str) -> bool:
+        """Whether the tag, absent when it was fetched, is in the bucket now: sync (or another
+        gateway) committed it meanwhile, from a look at the upstream no older than ours, and
+        an older answer must not overwrite it."""
+        try:
+            await self.primary.get(layout.tag_current_link(name, tag))
+        except NotFound:
+            return False
+        return True

@@ -14,7 +14,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.resolve import Resolver
-from registry import layout
+from registry import layout, writer
 from registry.config import parse_config
 from registry.digest import Digest
 from registry.mediatypes import OCI_INDEX, OCI_MANIFEST
@@ -174,6 +174,23 @@ async def test_a_tag_is_committed_once_its_image_is_stored() -> None:
     assert await store.get(layout.tag_current_link(NAME, "1.0")) == str(digest).encode()
     assert missing.status_code == 404
     assert outside.status_code == 404  # no rule covers library/other: never pulled through
+
+
+async def test_a_tag_committed_meanwhile_is_not_overwritten() -> None:
+    """Sync moved the tag while its pulled-through image was on its way: sync's stands."""
+    store, fake = MemoryStore(), FakeUpstream()
+    client, resolver = _gateway(store, fake)
+    async with client:
+        assert (await client.get("/v2/library/app/manifests/1.0?ns=docker.io")).status_code \
+            == 200
+        await _settled(resolver)
+        synced = Digest.from_bytes(CHILD)
+        await writer.put_manifest(store, NAME, CHILD)
+        await writer.put_tag(store, NAME, "1.0", synced)
+        assert (await client.get(f"/v2/library/app/blobs/{DIGEST}?ns=docker.io")).status_code \
+            == 200
+        await _settled(resolver)
+    assert await store.get(layout.tag_current_link(NAME, "1.0")) == str(synced).encode()
 
 
 async def test_an_index_tag_is_committed_once_the_platform_pulled_is_stored() -> None:
