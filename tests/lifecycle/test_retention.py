@@ -22,9 +22,10 @@ APP = "docker.io/library/app"
 IMPORTED = "imported/tool"
 
 
-def config(rule: dict[str, Any] | None = None, gc: dict[str, Any] | None = None) -> Config:
+def config(rule: dict[str, Any] | None = None, gc: dict[str, Any] | None = None,
+           upstream: dict[str, Any] | None = None) -> Config:
     doc: dict[str, Any] = {
-        "upstreams": {"docker.io": {"urls": ["https://registry-1.docker.io"]}},
+        "upstreams": {"docker.io": {"urls": ["https://registry-1.docker.io"], **(upstream or {})}},
         "mirror": [{"name": "app", "registry": "docker.io", "repositories": ["library/app"],
                     "retention": {"pulled_within": None}, **(rule or {})}],
         "gc": {"grace": "0s", "settle": "0s", "retention": None, **(gc or {})},
@@ -124,6 +125,21 @@ async def test_tags_pulled_within_the_window_stay() -> None:
     await collect(store, cfg, time)
     assert await tags(store, APP) == ["1.3"]
     assert await pull(store, APP, images["1.0"].digest) is not None
+
+
+async def test_a_pull_through_rule_selecting_no_tags_keeps_what_was_pulled() -> None:
+    """docs/retention.md's on-demand rule: ``tags: []`` with pull-through upstream: only pulls
+    (and the newest) keep a tag; a rule with no ``tags:`` would keep them all."""
+    store, time = MemoryStore(), FakeTime()
+    images = await four_versions(Bucket(store, time))
+    pulled = PullKey(APP, str(images["1.0"].digest), "1.0")
+    await record_pulls(store, time, pulled)
+    await collect(store, config({"retention": {"pulled_within": "1d"}}), time)
+    assert await tags(store, APP) == ["1.0", "1.1", "1.2", "1.3"]  # no tags: selects all
+    on_demand = config({"tags": [], "retention": {"pulled_within": "1d", "newest": 1}},
+                       upstream={"on_miss": "pull-through"})
+    await collect(store, on_demand, time)
+    assert await tags(store, APP) == ["1.0", "1.3"]  # pulled, and the newest image
 
 
 async def test_unruled_repositories_keep_their_newest_and_null_keeps_everything() -> None:
