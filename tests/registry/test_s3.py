@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import http.server
 import os
+import re
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import ClassVar
 from urllib.parse import parse_qs, parse_qsl, urlsplit, urlunsplit
 
 import botocore.auth
@@ -313,6 +317,54 @@ def test_library_failures_map_to_their_kind_by_type(raised: Exception,
         raise raised
     assert type(caught.value) is kind
     assert caught.value.__cause__ is raised
+
+
+class _DeleteRefuser(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint whose DeleteObjects answers 200 with a per-key error (the ``code`` class
+    attribute) - what no real server does on cue; every key it was asked for is recorded."""
+
+    code = "AccessDenied"
+    asked: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        keys = re.findall(r"<Key>([^<]*)</Key>", body.decode())
+        type(self).asked += keys
+        answer = ('<?xml version="1.0" encoding="UTF-8"?><DeleteResult '
+                  'xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                  f"<Error><Key>{keys[0]}</Key><Code>{self.code}</Code>"
+                  "<Message>refused</Message></Error></DeleteResult>").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("code", "kind"), [("AccessDenied", StoreAccessDenied),
+                                            ("InternalError", StoreServerError),
+                                            ("SlowDown", StoreThrottled)])
+async def test_a_batch_delete_that_refuses_a_key_fails_as_its_kind(
+        code: str, kind: type[StoreError], make_store: Callable[..., S3Store],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """DeleteObjects answers 200 even when it deleted nothing: its per-key errors are read."""
+    for name, value in (("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")):
+        monkeypatch.setenv(name, value)
+    handler: type[_DeleteRefuser] = type("Refuser", (_DeleteRefuser,),
+                                         {"code": code, "asked": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        store = make_store(f"s3://bucket/p?endpoint=http://127.0.0.1:{server.server_port}"
+                           "&region=us-east-1")
+        with pytest.raises(kind, match="1 of the keys, first p/a: refused"):
+            await store.delete_many(["a", "b"])
+    finally:
+        server.shutdown()
+    assert handler.asked == ["p/a", "p/b"]
 
 
 def test_anything_else_is_not_a_store_failure() -> None:
