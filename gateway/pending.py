@@ -84,12 +84,15 @@ class PendingTags:
                                "this gateway, not yet committed: their image is not whole in "
                                "the bucket yet", (), lambda: [({}, float(len(self.tags)))])
 
-    def answer(self, name: str, tag: str, max_age: float | None) -> Tag | None:
-        """The pending tag's manifest while it is younger than ``max_age`` (None: any age)."""
+    def answer(self, name: str, tag: str,
+               max_age: Callable[[str], float | None]) -> Tag | None:
+        """The pending tag's manifest while it is younger than ``max_age(name)`` (None: any
+        age), asked only when there is one (the hot path's cold lookups pass here)."""
         pending = self.tags.get((name, tag))
-        if pending is None or (max_age is not None and self.clock() - pending.fetched > max_age):
+        if pending is None:
             return None
-        return pending
+        limit = max_age(name)
+        return None if limit is not None and self.clock() - pending.fetched > limit else pending
 
     def tagged(self, name: str, tag: str, digest: Digest, data: bytes) -> None:
         """``tag`` was fetched and points at ``digest`` (committed): commit it once complete."""

@@ -134,11 +134,12 @@ class PullThrough:
     def pending_tag(self, name: str, tag: str) -> tuple[Digest, str, bytes] | None:
         """A tag fetched but not committed yet (its image not whole in the bucket), as fetched,
         while the mirror's tag TTL allows: no store call, no upstream call."""
-        pending = self.pending.answer(name, tag, self.mirrors.tag_ttl(name))
+        pending = self.pending.answer(name, tag, self.mirrors.tag_ttl)
         return None if pending is None else (pending.digest, pending.media_type, pending.data)
 
     async def manifest(self, name: str, reference: str | Digest) -> tuple[Digest, str, bytes]:
         """Fetch, commit and return a manifest (one upstream fetch per name and reference)."""
+        # Asked again: another request may have fetched the tag while this one read the store.
         if isinstance(reference, str) and (pending := self.pending_tag(name, reference)):
             return pending
         digest, data = await self._manifests.do(
